@@ -1,0 +1,148 @@
+"""Export-friendly torch rotary modules: explicit sin/cos, no complex dtypes, no
+data-dependent Python control flow, no in-place writes on inputs.
+
+Example:
+    >>> import torch, rope_export as rx
+    >>> rope = rx.RotaryEmbedding(rx.RopeSpec.standard(64))
+    >>> q, k = torch.randn(2, 8, 5, 64), torch.randn(2, 2, 5, 64)
+    >>> pos = torch.arange(5).expand(2, 5)
+    >>> q_rot, k_rot = rope(q, k, pos)
+    >>> q_rot.shape, rope.cos_sin(pos)[0].shape
+    (torch.Size([2, 8, 5, 64]), torch.Size([2, 5, 32]))
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import frequencies as F
+from .spec import DynamicNTK, LongRopeSwitch, RopeSpec
+
+__all__ = ["RotaryEmbedding", "apply_rotary"]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, spec: RopeSpec) -> torch.Tensor:
+    """Rotate ``x`` by precomputed cos/sin (for users who cache them).
+
+    Args:
+        x: ``[B, H, S, D]`` float32 / float16 / bfloat16, D = spec.head_dim.
+        cos, sin: ``[B, S, P]`` or ``[S, P]`` float32 (P = spec.rotary_dim // 2), as returned by
+            `RotaryEmbedding.cos_sin`; attention_scaling already applied.
+        spec: gives the layout (which dims form pair i) and rotary_dim.
+    Returns:
+        ``[B, H, S, D]`` in ``x.dtype``; dims past rotary_dim unchanged. The rotation runs
+        in float32 and is cast back once, right after it.
+    """
+    if x.shape[-1] != spec.head_dim:
+        raise ValueError(f"x: last dim {x.shape[-1]} != spec.head_dim {spec.head_dim}")
+    pairs, rot = spec.num_pairs, spec.rotary_dim
+    if cos.dim() == 2:
+        cos, sin = cos[None, None], sin[None, None]
+    else:
+        cos, sin = cos[:, None], sin[:, None]
+    xf = x.to(torch.float32)
+    if spec.layout == "half":
+        x1, x2 = xf[..., :pairs], xf[..., pairs:rot]
+        parts = [x1 * cos - x2 * sin, x2 * cos + x1 * sin]
+    else:
+        xr = xf[..., :rot].unflatten(-1, (pairs, 2))
+        x1, x2 = xr[..., 0], xr[..., 1]
+        parts = [torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)]
+    if rot < spec.head_dim:
+        parts.append(xf[..., rot:])
+    return torch.cat(parts, dim=-1).to(x.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """Applies a `RopeSpec` to q and k.
+
+    Args:
+        spec: the rotary description (`RopeSpec.from_hf_config`, `rx.load_preset`, ...).
+        backend: "torch" (this module's own ops). The fused Triton kernel is a separate
+            backend that this build does not include.
+
+    ``forward(q, k, position_ids)``:
+        q: ``[B, Hq, S, D]``, k: ``[B, Hk, S, D]`` (GQA allowed), same dtype
+        (float32 / float16 / bfloat16).
+        position_ids: int64 (or int32) ``[B, S]`` for a one-axis spec, ``[A, B, S]`` for an
+        A-axis spec (M-RoPE t/h/w, 2D row/column). Taken as given.
+        Returns ``(q_rot, k_rot)`` with the input shapes and dtype.
+    """
+
+    def __init__(self, spec: RopeSpec, backend: str = "torch"):
+        super().__init__()
+        if not isinstance(spec, RopeSpec):
+            raise TypeError(f"spec must be a RopeSpec, got {type(spec).__name__}")
+        if backend != "torch":
+            raise ValueError(f"backend must be 'torch' (got {backend!r}); the Triton kernel is not part of this build")
+        self.spec = spec
+        self.backend = backend
+        self.register_buffer("inv_freq", torch.tensor(spec.inv_freq, dtype=torch.float32), persistent=False)
+        self.register_buffer("axis_of_pair", torch.tensor(spec.axis_of_pair, dtype=torch.int64), persistent=False)
+        rule = spec.length_rule
+        if isinstance(rule, LongRopeSwitch):
+            self.register_buffer("long_inv_freq", torch.tensor(rule.long_inv_freq, dtype=torch.float32), persistent=False)
+
+    def extra_repr(self) -> str:
+        return self.spec.describe()
+
+    # -------------------------------------------------------------- checks
+    def _check_positions(self, position_ids: torch.Tensor) -> None:
+        if not isinstance(position_ids, torch.Tensor):
+            raise ValueError(f"position_ids must be a torch.Tensor, got {type(position_ids).__name__}")
+        if position_ids.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"position_ids must be int64 (or int32), got {position_ids.dtype}")
+        axes = self.spec.num_axes
+        if axes == 1 and position_ids.dim() != 2:
+            raise ValueError(f"position_ids must be [B, S] for a one-axis spec, got rank {position_ids.dim()}")
+        if axes > 1 and (position_ids.dim() != 3 or position_ids.shape[0] != axes):
+            raise ValueError(
+                f"position_ids must be [{axes}, B, S] for a {axes}-axis spec, got shape {tuple(position_ids.shape)} "
+                f"(text-only tokens: position_ids.expand({axes}, -1, -1))"
+            )
+
+    # ---------------------------------------------------------------- maths
+    def inv_freq_at(self, position_ids: torch.Tensor) -> torch.Tensor:
+        """The float32 ``[P]`` inverse frequencies in force for these positions.
+
+        Static specs return the table; dynamic NTK and LongRoPE pick by the run-time
+        length ``max(position_ids) + 1``, as the reference code does, with tensor ops only.
+        """
+        rule = self.spec.length_rule
+        if rule is None:
+            return self.inv_freq
+        seq_len = position_ids.max().to(torch.int64) + 1
+        if isinstance(rule, DynamicNTK):
+            grown = F.dynamic_ntk_inv_freq(rule.theta, self.spec.rotary_dim, rule.factor, rule.max_position_embeddings, seq_len)
+            return torch.where(seq_len > rule.max_position_embeddings, grown, self.inv_freq)
+        return torch.where(seq_len > rule.original_max_position_embeddings, self.long_inv_freq, self.inv_freq)
+
+    def cos_sin(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token ``(cos, sin)``, each float32 ``[B, S, P]``, attention_scaling applied.
+
+        ``angle[b, s, i] = float32(position_ids[axis_of_pair[i], b, s]) * inv_freq[i]``.
+        """
+        self._check_positions(position_ids)
+        inv_freq = self.inv_freq_at(position_ids)
+        pos = position_ids.to(torch.float32)
+        if self.spec.num_axes == 1:
+            angles = pos[..., None] * inv_freq
+        else:
+            # The section split is one gather of position streams by axis_of_pair.
+            angles = pos.permute(1, 2, 0)[..., self.axis_of_pair] * inv_freq
+        cos, sin = angles.cos(), angles.sin()
+        if self.spec.attention_scaling != 1.0:
+            cos, sin = cos * self.spec.attention_scaling, sin * self.spec.attention_scaling
+        return cos, sin
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        for label, t in (("q", q), ("k", k)):
+            if t.dim() != 4:
+                raise ValueError(f"{label} must be [B, H, S, D], got rank {t.dim()}")
+        if q.shape[-1] != self.spec.head_dim or k.shape[-1] != self.spec.head_dim:
+            raise ValueError(
+                f"q/k head_dim mismatch: q has {q.shape[-1]}, k has {k.shape[-1]}, spec.head_dim is {self.spec.head_dim}"
+            )
+        cos, sin = self.cos_sin(position_ids)
+        return apply_rotary(q, cos, sin, self.spec), apply_rotary(k, cos, sin, self.spec)

@@ -1,0 +1,93 @@
+"""Named model presets: the rope fields of each model's published config.json.
+
+Preset files live in ``models/`` (shipped in the wheel as ``rope_export.models``), one per
+model, with the config subset and its source. A preset id is the model name for its
+default part (text when the model has a decoder) and ``name:vision`` for a vision encoder
+of a model that also has a decoder.
+
+Example:
+    >>> import rope_export as rx
+    >>> "qwen2-vl-7b:vision" in rx.list_presets()
+    True
+    >>> rx.load_preset("qwen2-vl-7b:vision").head_dim
+    80
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+from pathlib import Path
+
+from .hf_config import select_part
+from .spec import RopeSpec
+
+__all__ = ["list_presets", "load_preset", "preset_info"]
+
+
+def _preset_dir() -> Path:
+    try:
+        packaged = resources.files("rope_export.models")
+        if packaged.is_dir() and any(p.name.endswith(".json") for p in packaged.iterdir()):
+            return Path(str(packaged))
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+@functools.lru_cache(maxsize=None)
+def _files() -> dict[str, dict]:
+    out = {}
+    for path in sorted(_preset_dir().glob("*.json")):
+        with open(path, encoding="utf-8") as fh:
+            out[path.stem] = json.load(fh)
+    return out
+
+
+def _parts(cfg: dict) -> list[str]:
+    parts = []
+    for part in ("text", "vision"):
+        try:
+            select_part(cfg, part)
+            parts.append(part)
+        except ValueError:
+            pass
+    return parts
+
+
+def list_presets() -> list[str]:
+    """All preset ids, sorted: ``name`` (default part) and ``name:vision`` where a model has both."""
+    ids = []
+    for name, data in _files().items():
+        parts = _parts(data["config"])
+        ids.append(name)
+        if len(parts) > 1:
+            ids.extend(f"{name}:{p}" for p in parts[1:])
+    return sorted(ids)
+
+
+def _split(preset: str, part: str | None) -> tuple[str, str | None]:
+    name, _, suffix = preset.partition(":")
+    if suffix and part and suffix != part:
+        raise ValueError(f"preset {preset!r} names part {suffix!r} but part={part!r} was given")
+    if name not in _files():
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(list_presets())}")
+    return name, (suffix or part)
+
+
+def preset_info(preset: str) -> dict:
+    """The preset file's content: name, model, variant, source, notes and the config subset."""
+    name, _ = _split(preset, None)
+    return json.loads(json.dumps(_files()[name]))
+
+
+def load_preset(preset: str, part: str | None = None) -> RopeSpec:
+    """The `RopeSpec` of a preset, e.g. ``load_preset("qwen3-vl-8b", part="vision")``.
+
+    Raises:
+        ValueError: unknown preset or part.
+    """
+    name, part = _split(preset, part)
+    label = name if part in (None, _parts(_files()[name]["config"])[0]) else f"{name}:{part}"
+    return RopeSpec.from_hf_config(_files()[name]["config"], part=part, name=label)

@@ -1,0 +1,383 @@
+"""`RopeSpec`: one per-pair description that covers every RoPE variant.
+
+With ``P = rotary_dim // 2`` rotation pairs, every variant computes
+
+    angle[b, s, i] = float32(position[axis_of_pair[i], b, s]) * inv_freq[i]
+    (x_a, x_b) -> (x_a cos - x_b sin, x_b cos + x_a sin)       (cos, sin times attention_scaling)
+
+where pair ``i`` is dims ``(i, i + P)`` for ``layout="half"`` (rotate_half / NeoX / HF) and
+``(2i, 2i + 1)`` for ``layout="interleaved"`` (GPT-J, Meta's complex code). Dims past
+``rotary_dim`` pass through untouched (partial rotary).
+
+Example:
+    >>> import rope_export as rx
+    >>> spec = rx.RopeSpec.mrope(128, sections=[16, 24, 24], theta=1e6)
+    >>> spec.num_axes, spec.axis_of_pair[14:18]
+    (3, (0, 0, 1, 1))
+    >>> rx.RopeSpec.from_dict(spec.to_dict()) == spec
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence, Union
+
+import numpy as np
+
+from . import frequencies as F
+
+__all__ = ["RopeSpec", "DynamicNTK", "LongRopeSwitch", "LAYOUTS"]
+
+LAYOUTS = ("half", "interleaved")
+
+
+def _float32_tuple(values: Sequence[float], name: str) -> tuple[float, ...]:
+    arr = np.asarray([float(v) for v in values], dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: every entry must be finite")
+    if np.any(arr < 0):
+        raise ValueError(f"{name}: frequencies must be >= 0")
+    # Stored as Python floats holding float32 values exactly, so JSON round-trips bit for bit.
+    return tuple(float(v) for v in arr.astype(np.float32))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, tuple) and all(isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in value) and value:
+        return {k: _thaw(v) for k, v in value}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class DynamicNTK:
+    """Dynamic NTK scaling: inv_freq depends on the run-time length ``L = max(position) + 1``.
+
+    For ``L <= max_position_embeddings`` the spec's static ``inv_freq`` applies; past it the
+    base grows (see `frequencies.dynamic_ntk_inv_freq`). Computed inside the graph.
+    """
+
+    theta: float
+    factor: float
+    max_position_embeddings: int
+    kind: str = field(default="dynamic", init=False)
+
+
+@dataclass(frozen=True)
+class LongRopeSwitch:
+    """LongRoPE: ``long_inv_freq`` replaces ``inv_freq`` when ``max(position) + 1`` exceeds
+    ``original_max_position_embeddings`` (the same switch as the Phi-3 reference code)."""
+
+    original_max_position_embeddings: int
+    long_inv_freq: tuple[float, ...]
+    kind: str = field(default="longrope", init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "long_inv_freq", _float32_tuple(self.long_inv_freq, "long_inv_freq"))
+
+
+LengthRule = Union[DynamicNTK, LongRopeSwitch]
+
+
+@dataclass(frozen=True)
+class RopeSpec:
+    """Everything needed to apply one model's rotary embedding.
+
+    Attributes:
+        head_dim: D, the last dim of q and k; even.
+        rotary_dim: R <= D, dims that rotate (partial rotary leaves ``D - R`` untouched); even.
+        inv_freq: P = R // 2 float32 values (stored as Python floats), one per pair.
+        layout: "half" (pair i = dims i, i+P) or "interleaved" (pair i = dims 2i, 2i+1).
+        num_axes: A, the number of position streams (1 text, 2 image rows/cols, 3 M-RoPE t/h/w).
+        axis_of_pair: P ints in [0, A): which position stream pair i follows.
+        attention_scaling: multiplies cos and sin (YaRN, LongRoPE); 1.0 otherwise.
+        length_rule: None, `DynamicNTK` or `LongRopeSwitch` when inv_freq depends on the length.
+        scaling: the scaling description it came from (rope_type and its parameters), informative.
+        max_position_embeddings: the model's trained context, when known (validation uses it).
+        name: a label, e.g. the preset name.
+    """
+
+    head_dim: int
+    rotary_dim: int
+    inv_freq: tuple[float, ...]
+    layout: str = "half"
+    num_axes: int = 1
+    axis_of_pair: tuple[int, ...] = ()
+    attention_scaling: float = 1.0
+    length_rule: LengthRule | None = None
+    scaling: tuple = ()
+    max_position_embeddings: int | None = None
+    name: str = ""
+
+    # ------------------------------------------------------------------ checks
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen dataclass
+        for key in ("head_dim", "rotary_dim", "num_axes"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"{key} must be a positive int, got {value!r}")
+            set_(key, int(value))
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim must be even, got {self.head_dim}")
+        if self.rotary_dim % 2:
+            raise ValueError(f"rotary_dim must be even, got {self.rotary_dim}")
+        if self.rotary_dim > self.head_dim:
+            raise ValueError(f"rotary_dim ({self.rotary_dim}) must be <= head_dim ({self.head_dim})")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        pairs = self.rotary_dim // 2
+        set_("inv_freq", _float32_tuple(self.inv_freq, "inv_freq"))
+        if len(self.inv_freq) != pairs:
+            raise ValueError(f"inv_freq has {len(self.inv_freq)} entries, expected rotary_dim // 2 = {pairs}")
+        axes = tuple(int(a) for a in self.axis_of_pair) if len(self.axis_of_pair) else (0,) * pairs
+        if len(axes) != pairs:
+            raise ValueError(f"axis_of_pair has {len(axes)} entries, expected rotary_dim // 2 = {pairs}")
+        if any(a < 0 or a >= self.num_axes for a in axes):
+            raise ValueError(f"axis_of_pair entries must lie in [0, num_axes={self.num_axes})")
+        set_("axis_of_pair", axes)
+        scaling = float(self.attention_scaling)
+        if not math.isfinite(scaling) or scaling <= 0:
+            raise ValueError(f"attention_scaling must be finite and > 0, got {self.attention_scaling!r}")
+        set_("attention_scaling", scaling)
+        if isinstance(self.length_rule, LongRopeSwitch) and len(self.length_rule.long_inv_freq) != pairs:
+            raise ValueError(f"length_rule.long_inv_freq must have rotary_dim // 2 = {pairs} entries")
+        if self.length_rule is not None and self.num_axes != 1:
+            raise ValueError("length_rule (dynamic NTK / LongRoPE) is only supported for one-axis specs")
+        if self.length_rule is not None and not isinstance(self.length_rule, (DynamicNTK, LongRopeSwitch)):
+            raise ValueError(f"length_rule must be DynamicNTK, LongRopeSwitch or None, got {type(self.length_rule).__name__}")
+        set_("scaling", _freeze(dict(self.scaling) if isinstance(self.scaling, Mapping) else _thaw(self.scaling) or {}))
+        if self.max_position_embeddings is not None:
+            set_("max_position_embeddings", int(self.max_position_embeddings))
+
+    # ------------------------------------------------------------ properties
+    @property
+    def num_pairs(self) -> int:
+        """P = rotary_dim // 2."""
+        return self.rotary_dim // 2
+
+    @property
+    def scaling_dict(self) -> dict:
+        """``scaling`` as a plain dict (rope_type and its parameters)."""
+        return _thaw(self.scaling) or {}
+
+    def pair_dims(self, i: int) -> tuple[int, int]:
+        """The two dims of head_dim that pair ``i`` rotates, in this layout."""
+        return (i, i + self.num_pairs) if self.layout == "half" else (2 * i, 2 * i + 1)
+
+    def with_layout(self, layout: str) -> "RopeSpec":
+        """The same rotation applied to the other dim pairing."""
+        return dataclasses.replace(self, layout=layout)
+
+    # ---------------------------------------------------------- constructors
+    @classmethod
+    def standard(
+        cls,
+        head_dim: int,
+        theta: float = 10000.0,
+        *,
+        rotary_dim: int | None = None,
+        partial_rotary_factor: float | None = None,
+        layout: str = "half",
+        name: str = "",
+        max_position_embeddings: int | None = None,
+    ) -> "RopeSpec":
+        """1D RoPE over the first ``rotary_dim`` dims (default: all; or ``int(head_dim * factor)``).
+
+        >>> RopeSpec.standard(128, 500000.0).num_pairs
+        64
+        """
+        if rotary_dim is None:
+            rotary_dim = int(head_dim * partial_rotary_factor) if partial_rotary_factor is not None else head_dim
+        inv_freq, _ = F.default_inv_freq(theta, rotary_dim)
+        return cls(
+            head_dim=head_dim, rotary_dim=rotary_dim, inv_freq=tuple(inv_freq.tolist()), layout=layout,
+            scaling={"rope_type": "default", "rope_theta": theta}, name=name,
+            max_position_embeddings=max_position_embeddings,
+        )
+
+    @classmethod
+    def axial_2d(
+        cls,
+        head_dim: int,
+        theta: float = 10000.0,
+        *,
+        frequencies: str = "shared",
+        layout: str = "half",
+        column_first: bool = False,
+        name: str = "",
+    ) -> "RopeSpec":
+        """2D RoPE for image patches; positions are ``[2, B, S]`` = (row, column).
+
+        frequencies="shared": both axes use the table computed over ``head_dim // 2`` dims
+        (Qwen2-VL / Qwen2.5-VL / Qwen3-VL vision, Llama 4 vision); "interleaved": the 1D
+        table over ``head_dim``, rows take its even entries, columns its odd ones (Pixtral).
+        The first half of the pairs follows rows, the second half columns
+        (``column_first=True`` swaps that, as Llama 4 vision does).
+
+        >>> s = RopeSpec.axial_2d(64, frequencies="interleaved")
+        >>> s.axis_of_pair[15:17]
+        (0, 1)
+        """
+        if head_dim % 4:
+            raise ValueError(f"head_dim must be a multiple of 4 for 2D RoPE, got {head_dim}")
+        pairs = head_dim // 2
+        if frequencies == "shared":
+            table, _ = F.default_inv_freq(theta, head_dim // 2)
+            inv_freq = table.tolist() * 2
+        elif frequencies == "interleaved":
+            table, _ = F.default_inv_freq(theta, head_dim)
+            inv_freq = table[0::2].tolist() + table[1::2].tolist()
+        else:
+            raise ValueError(f"frequencies must be 'shared' or 'interleaved', got {frequencies!r}")
+        first, second = (1, 0) if column_first else (0, 1)
+        axes = (first,) * (pairs // 2) + (second,) * (pairs // 2)
+        return cls(
+            head_dim=head_dim, rotary_dim=head_dim, inv_freq=tuple(inv_freq), layout=layout, num_axes=2,
+            axis_of_pair=axes, name=name,
+            scaling={"rope_type": "axial", "rope_theta": theta, "frequencies": frequencies, "column_first": column_first},
+        )
+
+    @classmethod
+    def mrope(
+        cls,
+        head_dim: int,
+        sections: Sequence[int],
+        theta: float = 10000.0,
+        *,
+        interleaved: bool = False,
+        layout: str = "half",
+        inv_freq: Sequence[float] | None = None,
+        attention_scaling: float = 1.0,
+        name: str = "",
+        max_position_embeddings: int | None = None,
+    ) -> "RopeSpec":
+        """Multi-axis RoPE (Qwen2-VL M-RoPE); positions are ``[A, B, S]`` with A = len(sections).
+
+        ``sections`` counts pairs per axis and must sum to ``head_dim // 2``. Contiguous
+        (Qwen2-VL, Qwen2.5-VL): pairs ``[0, s0)`` follow axis 0, the next ``s1`` axis 1, ...
+        Interleaved (Qwen3-VL): pair j follows axis ``a = j % A`` when ``a > 0`` and
+        ``j < A * sections[a]``, else axis 0. The frequency table is the 1D one, never
+        restarted per section.
+
+        >>> RopeSpec.mrope(128, [24, 20, 20], interleaved=True).axis_of_pair[:6]
+        (0, 1, 2, 0, 1, 2)
+        """
+        sections = [int(s) for s in sections]
+        pairs = head_dim // 2
+        if len(sections) < 2 or any(s < 0 for s in sections):
+            raise ValueError(f"sections (mrope_section) must list >= 2 non-negative pair counts, got {sections}")
+        if sum(sections) != pairs:
+            raise ValueError(
+                f"sections (mrope_section) {sections} sum to {sum(sections)}, expected rotary_dim / 2 = {pairs}"
+            )
+        num_axes = len(sections)
+        if interleaved:
+            axes = []
+            for j in range(pairs):
+                a = j % num_axes
+                axes.append(a if a > 0 and j < num_axes * sections[a] else 0)
+        else:
+            axes = [a for a, s in enumerate(sections) for _ in range(s)]
+        if inv_freq is None:
+            inv_freq = F.default_inv_freq(theta, head_dim)[0].tolist()
+        return cls(
+            head_dim=head_dim, rotary_dim=head_dim, inv_freq=tuple(inv_freq), layout=layout, num_axes=num_axes,
+            axis_of_pair=tuple(axes), attention_scaling=attention_scaling, name=name,
+            scaling={"rope_type": "default", "rope_theta": theta, "mrope_section": sections, "mrope_interleaved": interleaved},
+            max_position_embeddings=max_position_embeddings,
+        )
+
+    @classmethod
+    def from_hf_config(cls, cfg: Mapping[str, Any] | str, part: str | None = None, *, name: str = "") -> "RopeSpec":
+        """Build the spec from a Hugging Face ``config.json`` (a dict or a path).
+
+        Args:
+            cfg: the parsed config or the path of a config.json file.
+            part: "text" (decoder; ``text_config`` when nested) or "vision" (``vision_config``);
+                default: text when the config has a decoder, else vision.
+        Raises:
+            ValueError: naming the field that is missing, unknown or inconsistent.
+
+        >>> spec = RopeSpec.from_hf_config({"hidden_size": 4096, "num_attention_heads": 32,
+        ...     "rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3", "factor": 8.0,
+        ...     "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}})
+        >>> spec.head_dim, spec.scaling_dict["rope_type"]
+        (128, 'llama3')
+        """
+        from .hf_config import spec_from_hf_config
+
+        return spec_from_hf_config(cls, cfg, part=part, name=name)
+
+    # ------------------------------------------------------------ round trip
+    def to_dict(self) -> dict:
+        """A JSON-ready dict; `from_dict` inverts it exactly."""
+        out = {
+            "head_dim": self.head_dim,
+            "rotary_dim": self.rotary_dim,
+            "layout": self.layout,
+            "num_axes": self.num_axes,
+            "axis_of_pair": list(self.axis_of_pair),
+            "inv_freq": list(self.inv_freq),
+            "attention_scaling": self.attention_scaling,
+            "length_rule": None,
+            "scaling": self.scaling_dict,
+            "max_position_embeddings": self.max_position_embeddings,
+            "name": self.name,
+        }
+        if self.length_rule is not None:
+            rule = dataclasses.asdict(self.length_rule)
+            if "long_inv_freq" in rule:
+                rule["long_inv_freq"] = list(rule["long_inv_freq"])
+            out["length_rule"] = rule
+        return out
+
+    def to_json(self) -> str:
+        """Compact, key-sorted JSON (deterministic)."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | str) -> "RopeSpec":
+        """Inverse of `to_dict` (also accepts the JSON text)."""
+        if isinstance(data, str):
+            data = json.loads(data)
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown RopeSpec fields: {sorted(unknown)}")
+        rule = data.get("length_rule")
+        if rule is not None:
+            rule = dict(rule)
+            kind = rule.pop("kind", None)
+            if kind == "dynamic":
+                data["length_rule"] = DynamicNTK(**rule)
+            elif kind == "longrope":
+                data["length_rule"] = LongRopeSwitch(**rule)
+            else:
+                raise ValueError(f"length_rule.kind must be 'dynamic' or 'longrope', got {kind!r}")
+        for key in ("inv_freq", "axis_of_pair"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def describe(self) -> str:
+        """One human line: variant, axes, layout, scaling."""
+        kind = self.scaling_dict.get("rope_type", "custom")
+        if self.length_rule is not None:
+            kind = self.length_rule.kind
+        return (
+            f"{self.name or 'rope'}: head_dim={self.head_dim} rotary_dim={self.rotary_dim} layout={self.layout} "
+            f"axes={self.num_axes} scaling={kind} attention_scaling={self.attention_scaling:g}"
+        )
