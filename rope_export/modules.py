@@ -112,11 +112,12 @@ class RotaryEmbedding(nn.Module):
         rule = self.spec.length_rule
         if rule is None:
             return self.inv_freq
-        seq_len = position_ids.max().to(torch.int64) + 1
+        last = position_ids.max().to(torch.int64)
         if isinstance(rule, DynamicNTK):
-            grown = F.dynamic_ntk_inv_freq(rule.theta, self.spec.rotary_dim, rule.factor, rule.max_position_embeddings, seq_len)
-            return torch.where(seq_len > rule.max_position_embeddings, grown, self.inv_freq)
-        return torch.where(seq_len > rule.original_max_position_embeddings, self.long_inv_freq, self.inv_freq)
+            grown = F.dynamic_ntk_inv_freq(rule.theta, self.spec.rotary_dim, rule.factor, rule.max_position_embeddings, last + 1)
+            return torch.where(last >= rule.max_position_embeddings, grown, self.inv_freq)
+        # max + 1 > original  <=>  max >= original: one comparison node fewer in the graph.
+        return torch.where(last >= rule.original_max_position_embeddings, self.long_inv_freq, self.inv_freq)
 
     def cos_sin(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token ``(cos, sin)``, each float32 ``[B, S, P]``, attention_scaling applied.

@@ -1,0 +1,217 @@
+"""ONNX export of a `RopeSpec`: inputs ``q``, ``k``, ``position_ids``; outputs ``q_rot``, ``k_rot``.
+
+Forms:
+    "fused"       opset >= 23: the standard ``RotaryEmbedding`` op on q and on k, fed per-token
+                  cos/sin [B, S, P] built in the graph from position_ids (the multi-axis
+                  section split is one gather by axis_of_pair).
+    "decomposed"  opset 17-22: plain elementwise ops (Slice/Mul/Sub/Add/Concat).
+    "auto"        fused when opset >= 23, else decomposed.
+
+The graph is produced by the torch dynamo exporter (``torch.onnx.export(dynamo=True)``);
+for "fused" the rotation is a small torch custom op that the exporter translates, through
+onnxscript, into ``RotaryEmbedding``. Batch and sequence are dynamic; heads and head_dim
+are fixed at export time.
+
+Example:
+    >>> import rope_export as rx
+    >>> path = rx.export_onnx(rx.load_preset("qwen2-vl-7b"), "/tmp/qwen2vl_rope.onnx")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+import warnings
+
+import torch
+from torch import nn
+
+from .modules import RotaryEmbedding, apply_rotary
+from .spec import RopeSpec
+
+__all__ = ["export_onnx", "FORMS", "DTYPES", "ExportModule", "METADATA_SPEC_KEY"]
+
+FORMS = ("auto", "fused", "decomposed")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+MIN_OPSET, FUSED_OPSET = 17, 23
+METADATA_SPEC_KEY = "rope_export.spec"
+
+
+# --------------------------------------------------------------------- fused op
+@torch.library.custom_op("rope_export::rotary_embedding", mutates_args=())
+def _rotary_op(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: int, rotary_dim: int,
+               num_heads: int) -> torch.Tensor:
+    pairs = rotary_dim // 2
+    spec = RopeSpec(head_dim=x.shape[-1], rotary_dim=rotary_dim, inv_freq=(0.0,) * pairs,
+                    layout="interleaved" if interleaved else "half")
+    return apply_rotary(x, cos.to(torch.float32), sin.to(torch.float32), spec)
+
+
+@_rotary_op.register_fake
+def _(x, cos, sin, interleaved, rotary_dim, num_heads):
+    return torch.empty_like(x)
+
+
+def _rotary_onnx(x, cos, sin, interleaved: int, rotary_dim: int, num_heads: int):
+    from onnxscript import opset23 as op
+
+    # num_heads is set on 4D inputs too: onnxruntime 1.23 rejects partial rotary without it.
+    return op.RotaryEmbedding(x, cos, sin, interleaved=interleaved, rotary_embedding_dim=rotary_dim, num_heads=num_heads)
+
+
+class ExportModule(nn.Module):
+    """The graph's computation as a torch module: `RotaryEmbedding.cos_sin` in float32, then
+    the rotation, as the standard op ("fused") or as elementwise ops ("decomposed")."""
+
+    def __init__(self, spec: RopeSpec, form: str):
+        super().__init__()
+        self.rope = RotaryEmbedding(spec)
+        self.spec = spec
+        self.form = form
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, position_ids: torch.Tensor):
+        cos, sin = self.rope.cos_sin(position_ids)
+        if self.form == "decomposed":
+            return apply_rotary(q, cos, sin, self.spec), apply_rotary(k, cos, sin, self.spec)
+        # The standard op takes cos/sin in the activation dtype; the angles stay float32.
+        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
+        inter = int(self.spec.layout == "interleaved")
+        rot = self.spec.rotary_dim
+        return (_rotary_op(q, cos, sin, inter, rot, q.shape[1]), _rotary_op(k, cos, sin, inter, rot, k.shape[1]))
+
+
+# ----------------------------------------------------------------------- export
+def resolve_form(form: str, opset: int) -> str:
+    if not isinstance(opset, int) or opset < MIN_OPSET:
+        raise ValueError(f"opset must be an int >= {MIN_OPSET}, got {opset!r}")
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    if form == "auto":
+        return "fused" if opset >= FUSED_OPSET else "decomposed"
+    if form == "fused" and opset < FUSED_OPSET:
+        raise ValueError(f"form 'fused' needs opset >= {FUSED_OPSET} (RotaryEmbedding); got opset {opset}: use form='decomposed'")
+    return form
+
+
+def example_inputs(spec: RopeSpec, *, batch: int = 2, seq: int = 8, num_q_heads: int = 4, num_kv_heads: int = 2,
+                   dtype: torch.dtype = torch.float32, high: int = 4096, seed: int = 0):
+    """Random (q, k, position_ids) of the graph's input shapes; positions differ per axis."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, num_q_heads, seq, spec.head_dim, generator=g).to(dtype)
+    k = torch.randn(batch, num_kv_heads, seq, spec.head_dim, generator=g).to(dtype)
+    shape = (batch, seq) if spec.num_axes == 1 else (spec.num_axes, batch, seq)
+    return q, k, torch.randint(0, high, shape, generator=g, dtype=torch.int64)
+
+
+def _set_metadata(model, spec: RopeSpec, form: str, dtype: str, opset: int) -> None:
+    from . import __version__
+
+    props = {METADATA_SPEC_KEY: spec.to_json(), "rope_export.version": __version__, "rope_export.form": form,
+             "rope_export.dtype": dtype, "rope_export.opset": str(opset)}
+    del model.metadata_props[:]
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def build_onnx(spec: RopeSpec, *, opset: int = 23, form: str = "auto", dtype: str = "float32",
+               num_q_heads: int = 4, num_kv_heads: int = 2):
+    """The `onnx.ModelProto` for a spec (see `export_onnx`), not written anywhere."""
+    import onnx
+
+    form = resolve_form(form, opset)
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+    for label, heads in (("num_q_heads", num_q_heads), ("num_kv_heads", num_kv_heads)):
+        if not isinstance(heads, int) or heads <= 0:
+            raise ValueError(f"{label} must be a positive int, got {heads!r}")
+    module = ExportModule(spec, form).eval()
+    # Trace at shapes no user runs (batch 3, seq 11) so nothing specialises on them.
+    args = example_inputs(spec, batch=3, seq=11, num_q_heads=num_q_heads, num_kv_heads=num_kv_heads, dtype=DTYPES[dtype])
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    pos_axes = {0: batch, 1: seq} if spec.num_axes == 1 else {1: batch, 2: seq}
+    dynamic = {"q": {0: batch, 2: seq}, "k": {0: batch, 2: seq}, "position_ids": pos_axes}
+    table = {torch.ops.rope_export.rotary_embedding.default: _rotary_onnx}
+    with _quiet():
+        program = torch.onnx.export(
+            module, args, dynamo=True, opset_version=opset, dynamic_shapes=dynamic, optimize=True,
+            input_names=["q", "k", "position_ids"], output_names=["q_rot", "k_rot"],
+            custom_translation_table=table if form == "fused" else None, verify=False, report=False,
+        )
+    if opset < 18:
+        _drop_opset18_reduce_attributes(program.model)
+    model = program.model_proto
+    _set_metadata(model, spec, form, dtype, opset)
+    model.doc_string = f"rope_export {form} rotary embedding: {spec.describe()}"
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _drop_opset18_reduce_attributes(ir_model) -> None:
+    # The exporter writes ReduceMax's opset-18 attribute noop_with_empty_axes into opset-17
+    # graphs, which the checker (and older runtimes) reject; at its default value 0 it is a no-op.
+    for node in ir_model.graph.all_nodes():
+        if node.op_type.startswith("Reduce") and "noop_with_empty_axes" in node.attributes:
+            if node.attributes["noop_with_empty_axes"].value == 0:
+                del node.attributes["noop_with_empty_axes"]
+
+
+@contextlib.contextmanager
+def _quiet():
+    # The exporter prints progress and warnings meant for its own developers.
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def export_onnx(spec: RopeSpec, path: str | os.PathLike, *, opset: int = 23, form: str = "auto",
+                dtype: str = "float32", num_q_heads: int = 4, num_kv_heads: int = 2) -> str:
+    """Export the rotary embedding of ``spec`` to an ONNX file.
+
+    Args:
+        spec: the rotary description.
+        path: output file; written atomically (a failure leaves nothing at ``path``).
+        opset: 17..23+; "fused" needs 23.
+        form: "auto" | "fused" | "decomposed".
+        dtype: activation dtype of q/k and outputs: "float32" | "float16" | "bfloat16"
+            (angles and sin/cos are float32 in every case).
+        num_q_heads, num_kv_heads: Hq and Hk (fixed in the graph).
+    Graph:
+        inputs ``q`` [B, Hq, S, D], ``k`` [B, Hk, S, D], ``position_ids`` int64 [B, S] or
+        [A, B, S]; outputs ``q_rot``, ``k_rot``; B and S dynamic. The spec is stored as JSON
+        in the model's ``rope_export.spec`` metadata, with the package version and form.
+    Returns:
+        the path written.
+    Raises:
+        ValueError: bad opset/form/dtype/heads; OSError: the directory is not writable.
+    """
+    import onnx
+
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise OSError(f"output directory does not exist: {directory}")
+    if not os.access(directory, os.W_OK):
+        raise OSError(f"output directory is not writable: {directory}")
+    model = build_onnx(spec, opset=opset, form=form, dtype=dtype, num_q_heads=num_q_heads, num_kv_heads=num_kv_heads)
+    fd, tmp = tempfile.mkstemp(prefix=".rope_export-", suffix=".onnx", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(model.SerializeToString(deterministic=True))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
