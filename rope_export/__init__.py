@@ -6,9 +6,11 @@
     q_rot, k_rot = rope(q, k, position_ids)        # q [B,Hq,S,D], k [B,Hk,S,D], positions [A,B,S]
 """
 
+from .export import export_onnx
 from .modules import RotaryEmbedding, apply_rotary
 from .presets import list_presets, load_preset, preset_info
 from .spec import DynamicNTK, LongRopeSwitch, RopeSpec
+from .validate import ValidationReport, validate
 
 __version__ = "0.1.0"
 
@@ -18,6 +20,9 @@ __all__ = [
     "LongRopeSwitch",
     "RotaryEmbedding",
     "apply_rotary",
+    "export_onnx",
+    "validate",
+    "ValidationReport",
     "list_presets",
     "load_preset",
     "preset_info",

@@ -1,0 +1,175 @@
+"""``rope-export``: a thin command line over the library.
+
+Exit codes: 0 success, 1 validation failed, 2 bad input (missing file, unknown preset, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+
+DEFAULT_PRESET = "qwen2-vl-7b"
+
+
+class UsageError(Exception):
+    pass
+
+
+def _spec_from_args(args, required: bool = True):
+    from .presets import load_preset
+    from .spec import RopeSpec
+
+    if getattr(args, "preset", None) and getattr(args, "hf_config", None):
+        raise UsageError("give --preset or --hf-config, not both")
+    if getattr(args, "hf_config", None):
+        return RopeSpec.from_hf_config(args.hf_config, part=args.part, name=os.path.basename(os.path.dirname(os.path.abspath(args.hf_config))))
+    if getattr(args, "preset", None):
+        return load_preset(args.preset, part=args.part)
+    if required:
+        return load_preset(DEFAULT_PRESET, part=args.part)
+    return None
+
+
+def cmd_presets(args) -> int:
+    from .presets import list_presets, load_preset, preset_info
+
+    for name in list_presets():
+        spec = load_preset(name)
+        print(f"{name:24s} {preset_info(name)['variant']}")
+        if args.verbose:
+            print(f"{'':24s} {spec.describe()}\n{'':24s} source: {preset_info(name)['source']}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_onnx
+
+    spec = _spec_from_args(args)
+    path = export_onnx(spec, args.out, opset=args.opset, form=args.form, dtype=args.dtype,
+                       num_q_heads=args.num_q_heads, num_kv_heads=args.num_kv_heads)
+    print(f"wrote {path}: {spec.describe()} (opset {args.opset}, form {args.form}, {args.dtype})")
+    _print_histogram(path)
+    if args.validate:
+        args.onnx, args.json, args.seed, args.allow_missing, args.rtol, args.atol = path, None, None, False, None, None
+        args.providers = "cpu"
+        return cmd_validate(args, spec=None)
+    return 0
+
+
+def _print_histogram(path: str) -> None:
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    counts = collections.Counter(n.op_type for n in model.graph.node)
+    print(f"nodes: {len(model.graph.node)}  " + ", ".join(f"{op} {n}" for op, n in sorted(counts.items())))
+
+
+def cmd_inspect(args) -> int:
+    import onnx
+
+    from .export import METADATA_SPEC_KEY
+    from .spec import RopeSpec
+
+    if not os.path.isfile(args.onnx):
+        raise UsageError(f"no such file: {args.onnx}")
+    try:
+        model = onnx.load(args.onnx, load_external_data=False)
+    except Exception as exc:  # noqa: BLE001
+        raise UsageError(f"{args.onnx} is not an ONNX model ({exc})") from None
+    meta = {p.key: p.value for p in model.metadata_props}
+    print(f"file: {args.onnx}")
+    opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
+    print(f"opsets: {opsets}")
+    if METADATA_SPEC_KEY in meta:
+        spec = RopeSpec.from_dict(meta[METADATA_SPEC_KEY])
+        print(f"spec: {spec.describe()}")
+        print(f"form: {meta.get('rope_export.form')}  dtype: {meta.get('rope_export.dtype')}  rope_export {meta.get('rope_export.version')}")
+        if args.verbose:
+            print(json.dumps(spec.to_dict(), indent=2))
+    else:
+        print("spec: (no rope_export metadata)")
+    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for v in values:
+            t = v.type.tensor_type
+            dims = [d.dim_param or str(d.dim_value) for d in t.shape.dim]
+            print(f"{kind}: {v.name} {onnx.TensorProto.DataType.Name(t.elem_type).lower()} [{', '.join(dims)}]")
+    _print_histogram(args.onnx)
+    return 0
+
+
+def cmd_validate(args, spec=None) -> int:
+    from .validate import stderr_progress, validate
+
+    if spec is None and (getattr(args, "preset", None) or getattr(args, "hf_config", None)):
+        spec = _spec_from_args(args)
+    tol = {k: v for k, v in (("rtol", args.rtol), ("atol", args.atol)) if v is not None}
+    providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+    report = validate(args.onnx, spec, providers=providers, seed=args.seed, allow_missing=args.allow_missing,
+                      tolerances=tol or None, progress=stderr_progress)
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+    print(report.table())
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            fh.write(report.to_json())
+        print(f"report: {args.json}")
+    return 0 if report.passed else 1
+
+
+def _add_spec_args(p, default_note=True):
+    p.add_argument("--preset", help=f"a preset name (rope-export presets){'; default ' + DEFAULT_PRESET if default_note else ''}")
+    p.add_argument("--hf-config", help="a model's config.json (or its folder)")
+    p.add_argument("--part", choices=("text", "vision"), help="sub-config of a multimodal config")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rope-export", description="Export rotary position embeddings to ONNX and prove parity.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("presets", help="list the built-in model presets")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("export", help="write the rotary graph of a preset or config.json")
+    _add_spec_args(p)
+    p.add_argument("--out", default="rope.onnx", help="output file (default rope.onnx)")
+    p.add_argument("--opset", type=int, default=23)
+    p.add_argument("--form", default="auto", choices=("auto", "fused", "decomposed"))
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--num-q-heads", type=int, default=4)
+    p.add_argument("--num-kv-heads", type=int, default=2)
+    p.add_argument("--validate", action="store_true", help="validate the file on onnxruntime CPU afterwards")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("validate", help="run an exported graph on onnxruntime and compare with torch")
+    p.add_argument("onnx")
+    _add_spec_args(p, default_note=False)
+    p.add_argument("--providers", default="cpu", help="comma list: tensorrt,cuda,cpu (default cpu)")
+    p.add_argument("--allow-missing", action="store_true", help="an unavailable provider is reported, not failed")
+    p.add_argument("--seed", type=int, help="fixed input seed (default: fresh each run, printed)")
+    p.add_argument("--json", help="write the full report here")
+    p.add_argument("--rtol", type=float)
+    p.add_argument("--atol", type=float)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("inspect", help="print an exported graph's spec, inputs, outputs and op histogram")
+    p.add_argument("onnx")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print the full spec JSON")
+    p.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, ValueError, OSError) as exc:
+        print(f"rope-export {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
