@@ -26,23 +26,22 @@ from .spec import RopeSpec
 __all__ = ["list_presets", "load_preset", "preset_info"]
 
 
-def _preset_dir() -> Path:
+def _preset_entries():
+    # Installed: package data rope_export.models (a namespace package, so use the
+    # Traversable API, not paths). From a source tree without install: ../models.
     try:
-        packaged = resources.files("rope_export.models")
-        if packaged.is_dir() and any(p.name.endswith(".json") for p in packaged.iterdir()):
-            return Path(str(packaged))
-    except (ModuleNotFoundError, TypeError):
+        entries = [e for e in resources.files("rope_export.models").iterdir() if e.name.endswith(".json")]
+        if entries:
+            return entries
+    except (ModuleNotFoundError, TypeError, FileNotFoundError):
         pass
-    return Path(__file__).resolve().parent.parent / "models"
+    return list((Path(__file__).resolve().parent.parent / "models").glob("*.json"))
 
 
 @functools.lru_cache(maxsize=None)
 def _files() -> dict[str, dict]:
-    out = {}
-    for path in sorted(_preset_dir().glob("*.json")):
-        with open(path, encoding="utf-8") as fh:
-            out[path.stem] = json.load(fh)
-    return out
+    entries = sorted(_preset_entries(), key=lambda e: e.name)
+    return {e.name[: -len(".json")]: json.loads(e.read_text(encoding="utf-8")) for e in entries}
 
 
 def _parts(cfg: dict) -> list[str]:

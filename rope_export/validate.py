@@ -214,6 +214,17 @@ def compare(got: np.ndarray, want: np.ndarray, tol: dict) -> dict:
     }
 
 
+def case_tolerance(spec: RopeSpec, position_ids: torch.Tensor, tol: dict) -> dict:
+    """The parity tolerance for one set of positions. Dynamic NTK builds its table in the
+    graph with float32 Pow, which runtimes do not round identically (a few ulps), so the
+    angle may move by |angle| * 4 * 2^-24 on top of the dtype's tolerance."""
+    rule = spec.length_rule
+    if rule is None or rule.kind != "dynamic" or int(position_ids.max()) < rule.max_position_embeddings:
+        return dict(tol)  # the static table applies: no Pow in play
+    max_angle = float(position_ids.abs().max()) * max(inv_freq_for(spec, int(position_ids.max())), default=0.0)
+    return {**tol, "rtol": tol["rtol"] + 4 * 2.0**-24 * max_angle}
+
+
 def reference_bound(spec: RopeSpec, case: Case, dtype: str) -> float:
     """Allowed distance from exact maths: float32 angles drift by |angle| * 2^-24, plus
     the activation dtype's own rounding of the result."""
@@ -360,7 +371,8 @@ def validate(
             except Exception as exc:  # noqa: BLE001
                 report.results.append(CaseResult(provider, case.name, runner.ran_on, "error", detail=f"{type(exc).__name__}: {exc}"))
                 continue
-            stats = [compare(g, w, tol) for g, w in zip(got, expected[case.name])]
+            tol_case = case_tolerance(spec, case.position_ids, tol)
+            stats = [compare(g, w, tol_case) for g, w in zip(got, expected[case.name])]
             ref_err = max(float(np.abs(g.astype(np.float64) - e).max()) for g, e in zip(got, exact[case.name]))
             bound = reference_bound(spec, case, dtype)
             ok = all(s["ok"] for s in stats) and ref_err <= bound

@@ -1,0 +1,198 @@
+"""ONNX export: every preset x form x dtype loads, checks, and runs on onnxruntime CPU like torch."""
+
+from __future__ import annotations
+
+import collections
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import rope_export as rx
+from rope_export.export import build_onnx, example_inputs
+from rope_export.validate import TOLERANCES, case_tolerance, compare
+
+ort = pytest.importorskip("onnxruntime")
+
+PRESETS = rx.list_presets()
+FORMS = [("fused", 23), ("decomposed", 17)]
+DTYPES = ["float32", "float16"]
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    cache = {}
+    root = tmp_path_factory.mktemp("onnx")
+
+    def get(preset, form="fused", opset=23, dtype="float32", spec=None):
+        key = (preset, form, opset, dtype)
+        if spec is not None or key not in cache:
+            path = str(root / f"{preset.replace(':', '_')}-{form}-{opset}-{dtype}-{len(cache)}.onnx")
+            rx.export_onnx(spec or rx.load_preset(preset), path, opset=opset, form=form, dtype=dtype)
+            if spec is not None:
+                return path
+            cache[key] = path
+        return cache[key]
+
+    return get
+
+
+def _run(path, q, k, pos):
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"q": q.numpy(), "k": k.numpy(), "position_ids": pos.numpy()})
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("form,opset", FORMS)
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_exports_checks_and_matches_torch(exported, preset, form, opset, dtype):
+    path = exported(preset, form, opset, dtype)
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    ops = collections.Counter(n.op_type for n in model.graph.node)
+    assert not {"Loop", "If", "Scan"} & set(ops), ops
+    all_types = [v.type.tensor_type.elem_type for v in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info)]
+    assert not {onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128} & set(all_types)
+    assert ("RotaryEmbedding" in ops) == (form == "fused")
+    spec = rx.load_preset(preset)
+    rope = rx.RotaryEmbedding(spec)
+    torch_dtype = getattr(torch, dtype)
+    for seed, (batch, seq) in enumerate([(1, 5), (2, 37)]):  # export traced batch 3, seq 11
+        q, k, pos = example_inputs(spec, batch=batch, seq=seq, dtype=torch_dtype, high=100_000, seed=seed + 7)
+        if spec.num_axes > 1:
+            assert not torch.equal(pos[0], pos[1])  # unequal axes
+        got = _run(path, q, k, pos)
+        want = rope(q, k, pos)
+        for g, w in zip(got, want):
+            assert g.shape == tuple(w.shape) and g.dtype == np.dtype(dtype)
+            stats = compare(g.astype(np.float32), w.float().numpy(), TOLERANCES[dtype])
+            assert stats["ok"], (preset, form, dtype, batch, seq, stats)
+
+
+def test_fused_node_budget(exported):
+    """At most 10 nodes for q and k together, RotaryEmbedding present, no Slice/Concat.
+    Two documented additions: attention_scaling != 1 costs one Mul on cos and one on sin;
+    a length rule (LongRoPE) costs ReduceMax + GreaterOrEqual + Where."""
+    for preset in PRESETS:
+        spec = rx.load_preset(preset)
+        extra = (2 if spec.attention_scaling != 1.0 else 0) + (3 if spec.length_rule is not None else 0)
+        for dtype in DTYPES:
+            model = onnx.load(exported(preset, "fused", 23, dtype))
+            ops = collections.Counter(n.op_type for n in model.graph.node)
+            assert ops["RotaryEmbedding"] == 2 and not {"Slice", "Concat", "Split"} & set(ops), (preset, ops)
+            assert len(model.graph.node) <= 10 + extra, (preset, dtype, len(model.graph.node), ops)
+            if extra == 0:
+                assert len(model.graph.node) <= 10
+
+
+def test_partial_rotary_uses_rotary_embedding_dim(exported):
+    model = onnx.load(exported("gpt-neox-20b"))
+    nodes = [n for n in model.graph.node if n.op_type == "RotaryEmbedding"]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[0].attribute}
+    assert attrs["rotary_embedding_dim"] == 24 and attrs["num_heads"] == 4
+    attrs_gptj = {a.name: onnx.helper.get_attribute_value(a) for n in onnx.load(exported("gpt-j-6b")).graph.node
+                  if n.op_type == "RotaryEmbedding" for a in n.attribute}
+    assert attrs_gptj["interleaved"] == 1
+
+
+def test_no_table_folded_at_export_length(exported):
+    """cos/sin are computed from position_ids in the graph: no initializer depends on the
+    traced sequence length, and lengths far past it run correctly."""
+    for preset in ("llama-3.1-8b", "qwen3-vl-8b", "phi-3-mini-128k"):
+        path = exported(preset)
+        model = onnx.load(path)
+        for init in model.graph.initializer:
+            assert 11 not in init.dims, (preset, init.name, init.dims)
+        spec = rx.load_preset(preset)
+        q, k, pos = example_inputs(spec, batch=1, seq=300, high=200_000, seed=3)
+        got = _run(path, q, k, pos)
+        want = rx.RotaryEmbedding(spec)(q, k, pos)
+        assert compare(got[0], want[0].numpy(), TOLERANCES["float32"])["ok"]
+
+
+def test_mrope_graph_does_not_collapse_to_1d(exported):
+    from rope_export.positions import mrope_position_ids
+
+    spec = rx.load_preset("qwen2-vl-7b")
+    path = exported("qwen2-vl-7b")
+    types = torch.tensor([[0] * 4 + [1] * 24 + [0] * 3])
+    pos = mrope_position_ids(types, torch.tensor([[1, 8, 12]]), spatial_merge_size=2)
+    assert not torch.equal(pos[1], pos[2]) and not torch.equal(pos[0], pos[1])
+    q = torch.randn(1, 4, pos.shape[-1], 128)
+    k = torch.randn(1, 2, pos.shape[-1], 128)
+    got = _run(path, q, k, pos)[0]
+    want = rx.RotaryEmbedding(spec)(q, k, pos)[0].numpy()
+    text_only = rx.RotaryEmbedding(spec)(q, k, pos[0:1].expand(3, -1, -1))[0].numpy()
+    assert compare(got, want, TOLERANCES["float32"])["ok"]
+    assert np.abs(got - text_only).max() > 0.1  # the image tokens really use h and w
+
+
+def test_pixtral_2d_halves_differ_and_match(exported):
+    """A fused op fed cos/sin whose two halves differ (rows vs columns) must still match:
+    the trap where an exporter assumed rotate_half's duplicated table (cosine 0.014)."""
+    from rope_export.positions import patch_grid_positions
+
+    spec = rx.load_preset("pixtral-12b")
+    pos = patch_grid_positions(16, 24)
+    cos, _ = rx.RotaryEmbedding(spec).cos_sin(pos)
+    assert not torch.equal(cos[..., :16], cos[..., 16:])
+    q, k = torch.randn(1, 4, pos.shape[-1], 64), torch.randn(1, 2, pos.shape[-1], 64)
+    got = _run(exported("pixtral-12b"), q, k, pos)[0]
+    stats = compare(got, rx.RotaryEmbedding(spec)(q, k, pos)[0].numpy(), TOLERANCES["float32"])
+    assert stats["ok"] and stats["cosine"] > 0.9999999
+
+
+def test_dynamic_ntk_is_computed_in_graph(exported):
+    spec = rx.RopeSpec.from_hf_config({"hidden_size": 256, "num_attention_heads": 4, "max_position_embeddings": 512,
+                                       "rope_scaling": {"type": "dynamic", "factor": 4.0}}, name="dyn")
+    path = exported("dyn", spec=spec)
+    rope = rx.RotaryEmbedding(spec)
+    for high in (400, 5000):  # below and past max_position_embeddings: different tables
+        q, k, pos = example_inputs(spec, batch=2, seq=9, high=high, seed=high)
+        tol = case_tolerance(spec, pos, TOLERANCES["float32"])
+        assert compare(_run(path, q, k, pos)[0], rope(q, k, pos)[0].numpy(), tol)["ok"]
+        if high < 512:  # static regime: no Pow involved, the plain tolerance holds
+            assert tol == TOLERANCES["float32"]
+
+
+def test_metadata_and_determinism(exported, tmp_path):
+    spec = rx.load_preset("qwen3-vl-8b")
+    path = exported("qwen3-vl-8b")
+    meta = {p.key: p.value for p in onnx.load(path).metadata_props}
+    assert rx.RopeSpec.from_dict(meta["rope_export.spec"]) == spec
+    assert meta["rope_export.version"] == rx.__version__ and meta["rope_export.form"] == "fused"
+    again = rx.export_onnx(spec, tmp_path / "again.onnx")
+    assert open(path, "rb").read() == open(again, "rb").read()
+
+
+def test_bad_export_arguments_write_nothing(tmp_path):
+    spec = rx.load_preset("mistral-7b")
+    out = tmp_path / "x.onnx"
+    with pytest.raises(ValueError, match="opset"):
+        rx.export_onnx(spec, out, opset=16)
+    with pytest.raises(ValueError, match="needs opset >= 23"):
+        rx.export_onnx(spec, out, opset=22, form="fused")
+    with pytest.raises(ValueError, match="dtype"):
+        rx.export_onnx(spec, out, dtype="int8")
+    with pytest.raises(OSError, match="does not exist"):
+        rx.export_onnx(spec, tmp_path / "missing" / "x.onnx")
+    assert not out.exists() and os.listdir(tmp_path) == []
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    readonly.chmod(0o500)
+    try:
+        if not os.access(readonly, os.W_OK):  # root may write anywhere
+            with pytest.raises(OSError, match="not writable"):
+                rx.export_onnx(spec, readonly / "x.onnx")
+    finally:
+        readonly.chmod(0o700)
+    assert os.listdir(readonly) == []
+
+
+def test_build_onnx_decomposed_opset17_has_no_opset18_attributes():
+    model = build_onnx(rx.load_preset("phi-3-mini-128k"), opset=17, form="decomposed")
+    assert model.opset_import[0].version == 17
+    for node in model.graph.node:
+        assert all(a.name != "noop_with_empty_axes" for a in node.attribute)

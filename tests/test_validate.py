@@ -1,0 +1,138 @@
+"""The validator passes good graphs, fails perturbed ones, and never passes silently."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import onnx
+import pytest
+
+import rope_export as rx
+from rope_export.cli import main
+from rope_export.export import build_onnx
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("validate")
+    out = {}
+    for preset in rx.list_presets():
+        out[preset] = rx.export_onnx(rx.load_preset(preset), root / f"{preset.replace(':', '_')}.onnx")
+    return out
+
+
+def _write_with_spec(model_spec, claimed_spec, path, **kw):
+    """A graph computed from model_spec whose metadata claims claimed_spec."""
+    from rope_export.export import _set_metadata
+
+    model = build_onnx(model_spec, **kw)
+    _set_metadata(model, claimed_spec, "fused", kw.get("dtype", "float32"), kw.get("opset", 23))
+    onnx.save(model, path)
+    return str(path)
+
+
+def test_every_exported_preset_validates_on_cpu(files):
+    for preset, path in files.items():
+        report = rx.validate(path, providers=("cpu",), seed=11)
+        assert report.passed, (preset, report.table())
+        ran = {r.ran_on for r in report.results}
+        assert ran == {"CPUExecutionProvider"}
+        cases = {r.case for r in report.results}
+        if rx.load_preset(preset).num_axes > 1:
+            assert any("grid" in c for c in cases), cases  # never text-only for multi-axis
+
+
+@pytest.mark.parametrize("fault", ["inv_freq 1e-3", "swapped sections", "wrong layout", "no attention scaling"])
+def test_validator_catches_perturbed_graphs(tmp_path, fault):
+    if fault == "inv_freq 1e-3":
+        good = rx.load_preset("llama-3.1-8b")
+        inv = list(good.inv_freq)
+        inv[10] *= 1 + 1e-3
+        bad = dataclasses.replace(good, inv_freq=tuple(inv))
+    elif fault == "swapped sections":
+        good = rx.load_preset("qwen2-vl-7b")
+        bad = rx.RopeSpec.mrope(128, [16, 24, 24][::-1], 1e6)
+    elif fault == "wrong layout":
+        good = rx.load_preset("gpt-j-6b")
+        bad = good.with_layout("half")
+    else:
+        good = rx.load_preset("gpt-oss-20b")
+        bad = dataclasses.replace(good, attention_scaling=1.0)
+    path = _write_with_spec(bad, good, tmp_path / "bad.onnx")
+    report = rx.validate(path, providers=("cpu",), seed=5)
+    assert not report.passed, report.table()
+    assert any(r.status == "fail" for r in report.results)
+    # ...and the honest graph passes the same cases.
+    ok = _write_with_spec(good, good, tmp_path / "good.onnx")
+    assert rx.validate(ok, providers=("cpu",), seed=5).passed
+
+
+def test_missing_provider_fails_unless_allowed(files, capsys):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has CUDA: the missing-provider path cannot be shown here")
+    path = files["mistral-7b"]
+    report = rx.validate(path, providers=("cuda", "cpu"), seed=1)
+    assert not report.passed
+    missing = [r for r in report.results if r.provider == "cuda"]
+    assert missing and missing[0].status == "unavailable" and "CUDAExecutionProvider" in missing[0].detail
+    assert rx.validate(path, providers=("cuda", "cpu"), seed=1, allow_missing=True).passed
+    assert not rx.validate(path, providers=("cuda",), seed=1, allow_missing=True).passed  # nothing ran
+
+    assert main(["validate", path, "--providers", "cuda,cpu", "--seed", "1"]) == 1
+    assert main(["validate", path, "--providers", "cuda,cpu", "--allow-missing", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "unavailable: cuda (allowed)" in out and "PASSED" in out
+
+
+def test_json_report_and_table(files, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    assert main(["validate", files["qwen3-vl-8b"], "--providers", "cpu", "--json", str(out), "--seed", "3"]) == 0
+    data = json.loads(out.read_text())
+    assert data["passed"] is True and data["seed"] == 3 and data["spec"]["num_axes"] == 3
+    assert all(r["ran_on"] == "CPUExecutionProvider" for r in data["results"])
+    text = capsys.readouterr().out
+    assert "provider" in text and "image+video grid" in text
+
+
+def test_bad_inputs_exit_2(tmp_path, files, capsys):
+    assert main(["validate", str(tmp_path / "nope.onnx")]) == 2
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"definitely not protobuf \x00\xff")
+    assert main(["validate", str(junk)]) == 2
+    # a graph without rope metadata and no spec given
+    model = onnx.load(files["mistral-7b"])
+    del model.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(model, bare)
+    assert main(["validate", str(bare)]) == 2
+    assert "metadata" in capsys.readouterr().err
+    assert main(["validate", str(bare), "--preset", "mistral-7b", "--seed", "2"]) == 0
+    # mismatched input names
+    renamed = onnx.load(files["mistral-7b"])
+    renamed.graph.input[2].name = "pos"
+    for node in renamed.graph.node:
+        node.input[:] = ["pos" if i == "position_ids" else i for i in node.input]
+    odd = tmp_path / "odd.onnx"
+    onnx.save(renamed, odd)
+    assert main(["validate", str(odd)]) == 2
+    assert "position_ids" in capsys.readouterr().err
+
+
+def test_cli_export_inspect_and_errors(tmp_path, capsys):
+    out = tmp_path / "pix.onnx"
+    assert main(["export", "--preset", "pixtral-12b", "--out", str(out), "--dtype", "float16"]) == 0
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "RotaryEmbedding 2" in text and "input: position_ids int64 [2, batch, sequence]" in text
+    assert "float16" in text and "pixtral-12b" in text
+    assert main(["export", "--preset", "nope", "--out", str(tmp_path / "n.onnx")]) == 2
+    assert main(["export", "--preset", "mistral-7b", "--opset", "22", "--form", "fused", "--out", str(tmp_path / "n.onnx")]) == 2
+    assert main(["export", "--preset", "mistral-7b", "--out", str(tmp_path / "no" / "dir.onnx")]) == 2
+    assert not (tmp_path / "n.onnx").exists()
+    err = capsys.readouterr().err
+    assert "unknown preset" in err and "needs opset >= 23" in err and "does not exist" in err
