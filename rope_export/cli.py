@@ -49,7 +49,7 @@ def cmd_export(args) -> int:
 
     spec = _spec_from_args(args)
     path = export_onnx(spec, args.out, opset=args.opset, form=args.form, dtype=args.dtype,
-                       num_q_heads=args.num_q_heads, num_kv_heads=args.num_kv_heads)
+                       num_q_heads=args.num_q_heads, num_kv_heads=args.num_kv_heads, table_length=args.table_length)
     print(f"wrote {path}: {spec.describe()} (opset {args.opset}, form {args.form}, {args.dtype})")
     _print_histogram(path)
     if args.validate:
@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_args(p)
     p.add_argument("--out", default="rope.onnx", help="output file (default rope.onnx)")
     p.add_argument("--opset", type=int, default=23)
-    p.add_argument("--form", default="auto", choices=("auto", "fused", "decomposed"))
+    p.add_argument("--form", default="auto", choices=("auto", "fused", "decomposed", "contrib", "table"))
+    p.add_argument("--table-length", type=int, help="form table: rows of the cos/sin table (default max_position_embeddings)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
     p.add_argument("--num-q-heads", type=int, default=4)
     p.add_argument("--num-kv-heads", type=int, default=2)

@@ -196,3 +196,32 @@ def test_build_onnx_decomposed_opset17_has_no_opset18_attributes():
     assert model.opset_import[0].version == 17
     for node in model.graph.node:
         assert all(a.name != "noop_with_empty_axes" for a in node.attribute)
+
+
+@pytest.mark.parametrize("preset", ["qwen3-vl-8b", "gpt-neox-20b", "gpt-j-6b", "phi-3-mini-128k", "pixtral-12b"])
+def test_contrib_form_runs_on_onnxruntime(exported, preset):
+    path = exported(preset, "contrib", 23, "float32")
+    model = onnx.load(path)
+    domains = {n.domain for n in model.graph.node if n.op_type == "RotaryEmbedding"}
+    assert domains == {"com.microsoft"}
+    spec = rx.load_preset(preset)
+    q, k, pos = example_inputs(spec, batch=2, seq=21, high=100_000, seed=9)
+    for got, want in zip(_run(path, q, k, pos), rx.RotaryEmbedding(spec)(q, k, pos)):
+        assert compare(got, want.numpy(), TOLERANCES["float32"])["ok"], preset
+
+
+def test_table_form_two_nodes_and_rejects_positions_past_the_table(tmp_path):
+    spec = rx.load_preset("mistral-7b")
+    path = rx.export_onnx(spec, tmp_path / "t.onnx", form="table", table_length=1000)
+    model = onnx.load(path)
+    assert [n.op_type for n in model.graph.node] == ["RotaryEmbedding", "RotaryEmbedding"]
+    assert {p.key: p.value for p in model.metadata_props}["rope_export.table_length"] == "1000"
+    q, k, pos = example_inputs(spec, batch=2, seq=9, high=1000, seed=2)
+    for got, want in zip(_run(path, q, k, pos), rx.RotaryEmbedding(spec)(q, k, pos)):
+        assert compare(got, want.numpy(), TOLERANCES["float32"])["ok"]
+    with pytest.raises(Exception, match="out of range"):
+        _run(path, q, k, pos + 1000)
+    with pytest.raises(ValueError, match="one-axis spec without a length rule"):
+        rx.export_onnx(rx.load_preset("qwen2-vl-7b"), tmp_path / "x.onnx", form="table")
+    with pytest.raises(ValueError, match="one-axis spec without a length rule"):
+        rx.export_onnx(rx.load_preset("phi-3-mini-128k"), tmp_path / "x.onnx", form="table")
