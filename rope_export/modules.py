@@ -59,8 +59,9 @@ class RotaryEmbedding(nn.Module):
 
     Args:
         spec: the rotary description (`RopeSpec.from_hf_config`, `rx.load_preset`, ...).
-        backend: "torch" (this module's own ops). The fused Triton kernel is a separate
-            backend that this build does not include.
+        backend: "torch" (this module's own ops) or "triton": the fused kernel
+            (`rope_export.kernels`), positions -> sin/cos -> rotation of q and k in one launch,
+            on CUDA tensors (CPU tensors only under ``TRITON_INTERPRET=1``).
 
     ``forward(q, k, position_ids)``:
         q: ``[B, Hq, S, D]``, k: ``[B, Hk, S, D]`` (GQA allowed), same dtype
@@ -74,8 +75,8 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         if not isinstance(spec, RopeSpec):
             raise TypeError(f"spec must be a RopeSpec, got {type(spec).__name__}")
-        if backend != "torch":
-            raise ValueError(f"backend must be 'torch' (got {backend!r}); the Triton kernel is not part of this build")
+        if backend not in ("torch", "triton"):
+            raise ValueError(f"backend must be 'torch' or 'triton', got {backend!r}")
         self.spec = spec
         self.backend = backend
         self.register_buffer("inv_freq", torch.tensor(spec.inv_freq, dtype=torch.float32), persistent=False)
@@ -145,5 +146,21 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(
                 f"q/k head_dim mismatch: q has {q.shape[-1]}, k has {k.shape[-1]}, spec.head_dim is {self.spec.head_dim}"
             )
+        if self.backend == "triton":
+            return self._forward_triton(q, k, position_ids)
         cos, sin = self.cos_sin(position_ids)
         return apply_rotary(q, cos, sin, self.spec), apply_rotary(k, cos, sin, self.spec)
+
+    def _forward_triton(self, q, k, position_ids):
+        from .kernels import rotary_triton, triton_available
+
+        reason = triton_available(q.device)
+        if reason:
+            raise ValueError(f"backend='triton': {reason}")
+        self._check_positions(position_ids)
+        if q.dtype != k.dtype:
+            raise ValueError(f"q and k must share a dtype, got {q.dtype} and {k.dtype}")
+        inv_freq = self.inv_freq_at(position_ids)
+        pos = position_ids[None] if position_ids.dim() == 2 else position_ids
+        return rotary_triton(q, k, pos, inv_freq, self.axis_of_pair, self.spec.layout == "interleaved",
+                             self.spec.rotary_dim, self.spec.attention_scaling)

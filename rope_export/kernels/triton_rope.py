@@ -1,0 +1,146 @@
+"""Fused multi-axis rotary kernel (Triton): positions -> sin/cos in registers -> rotation of
+q and k, in one launch, without writing cos/sin to memory.
+
+Each program takes one token (b, s) and a group of heads (q heads first, then k heads). It
+gathers each pair's position ``position_ids[axis_of_pair[i], b, s]``, computes the float32
+angle ``float32(pos) * inv_freq[i]`` and its sin/cos once (libdevice, accurate at large
+angles), then rotates the pairs of every head in its group and copies the untouched tail.
+
+Runs on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1`` (how CI tests it).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+try:  # Triton >= 3.0
+    from triton.language.extra import libdevice
+except ImportError:  # pragma: no cover - older Triton
+    from triton.language.extra.cuda import libdevice
+
+__all__ = ["rope_triton"]
+
+
+@triton.jit
+def _rope_kernel(
+    q_ptr, k_ptr, qo_ptr, ko_ptr, pos_ptr, inv_ptr, axis_ptr,
+    seq_len, num_q_heads, num_heads,
+    sq_b, sq_h, sq_s, sq_d, sk_b, sk_h, sk_s, sk_d,
+    sqo_b, sqo_h, sqo_s, sqo_d, sko_b, sko_h, sko_s, sko_d,
+    sp_a, sp_b, sp_s,
+    scaling,
+    PAIRS: tl.constexpr, BLOCK_P: tl.constexpr, TAIL: tl.constexpr, BLOCK_T: tl.constexpr,
+    INTERLEAVED: tl.constexpr, HEADS_PER_PROG: tl.constexpr, ACCURATE_TRIG: tl.constexpr,
+):
+    token = tl.program_id(0)
+    group = tl.program_id(1)
+    b = token // seq_len
+    s = token % seq_len
+
+    i = tl.arange(0, BLOCK_P)
+    pmask = i < PAIRS
+    axis = tl.load(axis_ptr + i, mask=pmask, other=0)
+    pos = tl.load(pos_ptr + axis * sp_a + b * sp_b + s * sp_s, mask=pmask, other=0)
+    angle = pos.to(tl.float32) * tl.load(inv_ptr + i, mask=pmask, other=0.0)
+    if ACCURATE_TRIG:
+        # libdevice's cosf/sinf reduce the argument exactly; tl.cos/tl.sin lower to PTX
+        # cos.approx, which is off by ~1e-3 at angles of a few thousand radians.
+        cos = libdevice.cos(angle) * scaling
+        sin = libdevice.sin(angle) * scaling
+    else:
+        cos = tl.cos(angle) * scaling  # the interpreter (numpy float32)
+        sin = tl.sin(angle) * scaling
+
+    if INTERLEAVED:
+        dim_a = 2 * i
+        dim_b = 2 * i + 1
+    else:
+        dim_a = i
+        dim_b = i + PAIRS
+    t = tl.arange(0, BLOCK_T)
+    tmask = t < TAIL
+    dim_t = 2 * PAIRS + t
+
+    for j in range(HEADS_PER_PROG):
+        h = group * HEADS_PER_PROG + j
+        if h < num_heads:
+            if h < num_q_heads:
+                src = q_ptr + b * sq_b + h * sq_h + s * sq_s
+                dst = qo_ptr + b * sqo_b + h * sqo_h + s * sqo_s
+                sd = sq_d
+                dd = sqo_d
+            else:
+                hk = h - num_q_heads
+                src = k_ptr + b * sk_b + hk * sk_h + s * sk_s
+                dst = ko_ptr + b * sko_b + hk * sko_h + s * sko_s
+                sd = sk_d
+                dd = sko_d
+            xa = tl.load(src + dim_a * sd, mask=pmask, other=0.0)
+            xb = tl.load(src + dim_b * sd, mask=pmask, other=0.0)
+            xa32 = xa.to(tl.float32)
+            xb32 = xb.to(tl.float32)
+            tl.store(dst + dim_a * dd, (xa32 * cos - xb32 * sin).to(xa.dtype), mask=pmask)
+            tl.store(dst + dim_b * dd, (xb32 * cos + xa32 * sin).to(xa.dtype), mask=pmask)
+            if TAIL > 0:
+                tail = tl.load(src + dim_t * sd, mask=tmask, other=0.0)
+                tl.store(dst + dim_t * dd, tail, mask=tmask)
+
+
+def rope_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    position_ids: torch.Tensor,
+    inv_freq: torch.Tensor,
+    axis_of_pair: torch.Tensor,
+    *,
+    interleaved: bool,
+    rotary_dim: int,
+    attention_scaling: float = 1.0,
+    q_out: torch.Tensor | None = None,
+    k_out: torch.Tensor | None = None,
+    heads_per_program: int = 4,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate q and k in one launch.
+
+    Args:
+        q: ``[B, Hq, S, D]``, k: ``[B, Hk, S, D]``; any strides; float32 / float16 / bfloat16.
+        position_ids: int64/int32 ``[A, B, S]`` (any strides; a one-axis ``[B, S]`` is accepted).
+        inv_freq: float32 ``[P]`` (P = rotary_dim // 2); axis_of_pair: int ``[P]``.
+        interleaved: pair i = dims (2i, 2i+1) if True, else (i, i + P).
+        rotary_dim: rotated dims; the rest is copied.
+        attention_scaling: multiplies cos and sin.
+        q_out, k_out: optional output tensors (same shapes and dtypes); allocated otherwise.
+    Returns:
+        (q_out, k_out)
+    """
+    if position_ids.dim() == 2:
+        position_ids = position_ids[None]
+    batch, num_q, seq, dim = q.shape
+    num_k = k.shape[1]
+    pairs = rotary_dim // 2
+    if k.shape[0] != batch or k.shape[2] != seq or k.shape[3] != dim or k.dtype != q.dtype:
+        raise ValueError(f"q {tuple(q.shape)} {q.dtype} and k {tuple(k.shape)} {k.dtype} disagree")
+    if inv_freq.numel() != pairs or axis_of_pair.numel() != pairs:
+        raise ValueError("inv_freq and axis_of_pair need rotary_dim // 2 entries")
+    q_out = torch.empty_like(q) if q_out is None else q_out
+    k_out = torch.empty_like(k) if k_out is None else k_out
+    inv = inv_freq.to(device=q.device, dtype=torch.float32).contiguous()
+    axes = axis_of_pair.to(device=q.device, dtype=torch.int32).contiguous()
+    tail = dim - 2 * pairs
+    heads = num_q + num_k
+    grid = (batch * seq, triton.cdiv(heads, heads_per_program))
+    _rope_kernel[grid](
+        q, k, q_out, k_out, position_ids, inv, axes,
+        seq, num_q, heads,
+        *q.stride(), *k.stride(), *q_out.stride(), *k_out.stride(),
+        *position_ids.stride(),
+        float(attention_scaling),
+        PAIRS=pairs, BLOCK_P=triton.next_power_of_2(pairs), TAIL=tail, BLOCK_T=triton.next_power_of_2(max(tail, 1)),
+        INTERLEAVED=bool(interleaved), HEADS_PER_PROG=heads_per_program,
+        ACCURATE_TRIG=os.environ.get("TRITON_INTERPRET", "0") != "1",
+    )
+    return q_out, k_out

@@ -1,0 +1,123 @@
+"""GPU benchmark of the fused Triton kernel against the memory floor and torch baselines.
+
+Times, in one process, per shape: a device-to-device copy of q and k (the floor: RoPE reads
+q and k once and writes them once), the Triton kernel, our torch module eager, an HF-style
+rotate_half module eager (what users run today) and that module under torch.compile. CUDA
+events after warm-up, median of many runs, inputs rotated through several copies so the L2
+cache does not flatter small shapes. Prints a table and writes JSON.
+
+    python tools/bench_kernel.py --out results.json [--preset llama-3.1-8b] [--dtype bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+
+import torch
+
+import rope_export as rx
+
+
+class HFStyleRotary(torch.nn.Module):
+    """transformers' Llama / Qwen2-VL rotary as users run it: cat(freqs, freqs), cos/sin in the
+    activation dtype, rotate_half with cat; M-RoPE recomposes sections with split + cat."""
+
+    def __init__(self, spec):
+        super().__init__()
+        self.register_buffer("inv_freq", torch.tensor(spec.inv_freq[: spec.num_pairs], dtype=torch.float32))
+        self.sections = spec.scaling_dict.get("mrope_section")
+        self.rot = spec.rotary_dim
+
+    @staticmethod
+    def rotate_half(x):
+        x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
+        return torch.cat((-x2, x1), dim=-1)
+
+    def forward(self, q, k, position_ids):
+        if self.sections:
+            freqs = position_ids[..., None].float() * self.inv_freq  # [3, B, S, P]
+            freqs = torch.cat([m[i % 3] for i, m in enumerate(freqs.split(self.sections, dim=-1))], dim=-1)
+        else:
+            freqs = position_ids[..., None].float() * self.inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos().to(q.dtype)[:, None], emb.sin().to(q.dtype)[:, None]
+        out = []
+        for x in (q, k):
+            xr, xp = x[..., : self.rot], x[..., self.rot :]
+            out.append(torch.cat(((xr * cos) + (self.rotate_half(xr) * sin), xp), dim=-1))
+        return tuple(out)
+
+
+def time_cuda(fn, sets, warmup=10, iters=100):
+    for i in range(warmup):
+        fn(*sets[i % len(sets)])
+    torch.cuda.synchronize()
+    times = []
+    for i in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        args = sets[i % len(sets)]
+        start.record()
+        fn(*args)
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", action="append")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    dtype = getattr(torch, args.dtype)
+    presets = args.preset or ["llama-3.1-8b", "qwen2-vl-7b"]
+    heads = {"llama-3.1-8b": (32, 8), "qwen2-vl-7b": (28, 4)}
+    shapes = [("prefill", 1, 2048), ("prefill", 1, 8192), ("decode", 64, 1)]
+    rows = []
+    dev = torch.cuda.get_device_name()
+    print(f"{dev}, torch {torch.__version__}, {args.dtype}")
+    print(f"{'preset':14s} {'shape':18s} {'backend':22s} {'ms':>8s} {'GB/s':>8s} {'x copy':>7s} {'vs HF eager':>11s}")
+    for preset in presets:
+        spec = rx.load_preset(preset)
+        hq, hk = heads.get(preset, (32, 8))
+        ours = rx.RotaryEmbedding(spec).cuda()
+        fused = rx.RotaryEmbedding(spec, backend="triton").cuda()
+        hf = HFStyleRotary(spec).cuda()
+        hf_compiled = torch.compile(hf)
+        for kind, b, s in shapes:
+            nbytes = 2 * (b * (hq + hk) * s * spec.head_dim * dtype.itemsize)  # read + write q and k
+            copies = max(2, int(4 * 60e6 // max(nbytes, 1)) + 1) if nbytes < 60e6 else 3
+            copies = min(copies, 64)
+            sets = []
+            for i in range(copies):
+                q = torch.randn(b, hq, s, spec.head_dim, device="cuda", dtype=dtype)
+                k = torch.randn(b, hk, s, spec.head_dim, device="cuda", dtype=dtype)
+                base = torch.randint(0, 30000, (b, 1), device="cuda") + torch.arange(s, device="cuda")
+                pos = base if spec.num_axes == 1 else base.expand(spec.num_axes, b, s).contiguous()
+                sets.append((q, k, pos, torch.empty_like(q), torch.empty_like(k)))
+            backends = {
+                "d2d copy (floor)": lambda q, k, p, qo, ko: (qo.copy_(q), ko.copy_(k)),
+                "triton fused": lambda q, k, p, qo, ko: fused(q, k, p),
+                "ours torch eager": lambda q, k, p, qo, ko: ours(q, k, p),
+                "HF-style eager": lambda q, k, p, qo, ko: hf(q, k, p),
+                "HF-style compiled": lambda q, k, p, qo, ko: hf_compiled(q, k, p),
+            }
+            ms = {name: time_cuda(fn, sets) for name, fn in backends.items()}
+            for name, t in ms.items():
+                row = dict(preset=preset, shape=f"{kind} B={b} S={s}", backend=name, ms=t, gbps=nbytes / t / 1e6,
+                           x_copy=t / ms["d2d copy (floor)"], speedup_vs_hf=ms["HF-style eager"] / t, device=dev,
+                           dtype=args.dtype, bytes=nbytes)
+                rows.append(row)
+                print(f"{preset:14s} {row['shape']:18s} {name:22s} {t:8.4f} {row['gbps']:8.0f} {row['x_copy']:7.2f} {row['speedup_vs_hf']:11.2f}")
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump({"device": dev, "torch": torch.__version__, "rows": rows}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
