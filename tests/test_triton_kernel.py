@@ -101,3 +101,15 @@ def test_backend_triton_refuses_cpu_tensors_without_interpreter(monkeypatch):
     q = torch.randn(1, 1, 2, 128)
     with pytest.raises(ValueError, match="CUDA tensors"):
         rope(q, q, torch.zeros(1, 2, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("seq", [300, 2100])  # the launch heuristic's 4- and 16-token tiles
+def test_kernel_token_tiles(seq, gen):
+    spec = rx.load_preset("gpt-neox-20b")  # partial rotary: the tail copy runs too
+    q = torch.randn(1, 2, seq, spec.head_dim, generator=gen).to(DEVICE)
+    k = torch.randn(1, 1, seq, spec.head_dim, generator=gen).to(DEVICE)
+    pos = torch.randint(0, 9000, (1, seq), generator=gen).to(DEVICE)
+    q_out, k_out = torch.full_like(q, float("nan")), torch.full_like(k, float("nan"))
+    _kernel(spec, q, k, pos, q_out=q_out, k_out=k_out)
+    for got, want in zip((q_out, k_out), rx.RotaryEmbedding(spec).to(DEVICE)(q, k, pos)):
+        assert compare(got.cpu().numpy(), want.cpu().numpy(), TOLERANCES["float32"])["ok"]

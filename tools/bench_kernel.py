@@ -19,6 +19,7 @@ import sys
 import torch
 
 import rope_export as rx
+from rope_export.kernels.triton_rope import rope_triton
 
 
 class HFStyleRotary(torch.nn.Module):
@@ -101,7 +102,10 @@ def main() -> int:
                 sets.append((q, k, pos, torch.empty_like(q), torch.empty_like(k)))
             backends = {
                 "d2d copy (floor)": lambda q, k, p, qo, ko: (qo.copy_(q), ko.copy_(k)),
-                "triton fused": lambda q, k, p, qo, ko: fused(q, k, p),
+                "triton fused (module)": lambda q, k, p, qo, ko: fused(q, k, p),
+                "triton kernel (raw)": lambda q, k, p, qo, ko: rope_triton(
+                    q, k, p if p.dim() == 3 else p[None], ours.inv_freq, ours.axis_of_pair,
+                    interleaved=spec.layout == "interleaved", rotary_dim=spec.rotary_dim, q_out=qo, k_out=ko),
                 "ours torch eager": lambda q, k, p, qo, ko: ours(q, k, p),
                 "HF-style eager": lambda q, k, p, qo, ko: hf(q, k, p),
                 "HF-style compiled": lambda q, k, p, qo, ko: hf_compiled(q, k, p),

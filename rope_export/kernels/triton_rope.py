@@ -1,8 +1,8 @@
 """Fused multi-axis rotary kernel (Triton): positions -> sin/cos in registers -> rotation of
 q and k, in one launch, without writing cos/sin to memory.
 
-Each program takes one token (b, s) and a group of heads (q heads first, then k heads). It
-gathers each pair's position ``position_ids[axis_of_pair[i], b, s]``, computes the float32
+Each program takes a tile of tokens (flattened b * S + s) and a group of heads (q heads
+first, then k heads). It gathers each pair's position ``position_ids[axis_of_pair[i], b, s]``, computes the float32
 angle ``float32(pos) * inv_freq[i]`` and its sin/cos once (libdevice, accurate at large
 angles), then rotates the pairs of every head in its group and copies the untouched tail.
 
@@ -28,24 +28,27 @@ __all__ = ["rope_triton"]
 @triton.jit
 def _rope_kernel(
     q_ptr, k_ptr, qo_ptr, ko_ptr, pos_ptr, inv_ptr, axis_ptr,
-    seq_len, num_q_heads, num_heads,
+    num_tokens, seq_len, num_q_heads, num_heads,
     sq_b, sq_h, sq_s, sq_d, sk_b, sk_h, sk_s, sk_d,
     sqo_b, sqo_h, sqo_s, sqo_d, sko_b, sko_h, sko_s, sko_d,
     sp_a, sp_b, sp_s,
     scaling,
     PAIRS: tl.constexpr, BLOCK_P: tl.constexpr, TAIL: tl.constexpr, BLOCK_T: tl.constexpr,
-    INTERLEAVED: tl.constexpr, HEADS_PER_PROG: tl.constexpr, ACCURATE_TRIG: tl.constexpr,
+    BLOCK_S: tl.constexpr, INTERLEAVED: tl.constexpr, HEADS_PER_PROG: tl.constexpr, ACCURATE_TRIG: tl.constexpr,
 ):
-    token = tl.program_id(0)
-    group = tl.program_id(1)
-    b = token // seq_len
-    s = token % seq_len
+    # One program: BLOCK_S tokens (flattened b * S + s) x HEADS_PER_PROG heads (q heads, then k).
+    # sin/cos are computed once per token tile and reused for every head of the group.
+    tok = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
+    smask = tok < num_tokens
+    b = (tok // seq_len)[:, None]
+    s = (tok % seq_len)[:, None]
 
     i = tl.arange(0, BLOCK_P)
     pmask = i < PAIRS
-    axis = tl.load(axis_ptr + i, mask=pmask, other=0)
-    pos = tl.load(pos_ptr + axis * sp_a + b * sp_b + s * sp_s, mask=pmask, other=0)
-    angle = pos.to(tl.float32) * tl.load(inv_ptr + i, mask=pmask, other=0.0)
+    axis = tl.load(axis_ptr + i, mask=pmask, other=0)[None, :]
+    mask = smask[:, None] & pmask[None, :]
+    pos = tl.load(pos_ptr + axis * sp_a + b * sp_b + s * sp_s, mask=mask, other=0)
+    angle = pos.to(tl.float32) * tl.load(inv_ptr + i, mask=pmask, other=0.0)[None, :]
     if ACCURATE_TRIG:
         # libdevice's cosf/sinf reduce the argument exactly; tl.cos/tl.sin lower to PTX
         # cos.approx, which is off by ~1e-3 at angles of a few thousand radians.
@@ -56,17 +59,17 @@ def _rope_kernel(
         sin = tl.sin(angle) * scaling
 
     if INTERLEAVED:
-        dim_a = 2 * i
-        dim_b = 2 * i + 1
+        dim_a = (2 * i)[None, :]
+        dim_b = (2 * i + 1)[None, :]
     else:
-        dim_a = i
-        dim_b = i + PAIRS
+        dim_a = i[None, :]
+        dim_b = (i + PAIRS)[None, :]
     t = tl.arange(0, BLOCK_T)
-    tmask = t < TAIL
-    dim_t = 2 * PAIRS + t
+    tmask = smask[:, None] & (t < TAIL)[None, :]
+    dim_t = (2 * PAIRS + t)[None, :]
 
     for j in range(HEADS_PER_PROG):
-        h = group * HEADS_PER_PROG + j
+        h = tl.program_id(1) * HEADS_PER_PROG + j
         if h < num_heads:
             if h < num_q_heads:
                 src = q_ptr + b * sq_b + h * sq_h + s * sq_s
@@ -79,15 +82,25 @@ def _rope_kernel(
                 dst = ko_ptr + b * sko_b + hk * sko_h + s * sko_s
                 sd = sk_d
                 dd = sko_d
-            xa = tl.load(src + dim_a * sd, mask=pmask, other=0.0)
-            xb = tl.load(src + dim_b * sd, mask=pmask, other=0.0)
+            xa = tl.load(src + dim_a * sd, mask=mask, other=0.0)
+            xb = tl.load(src + dim_b * sd, mask=mask, other=0.0)
             xa32 = xa.to(tl.float32)
             xb32 = xb.to(tl.float32)
-            tl.store(dst + dim_a * dd, (xa32 * cos - xb32 * sin).to(xa.dtype), mask=pmask)
-            tl.store(dst + dim_b * dd, (xb32 * cos + xa32 * sin).to(xa.dtype), mask=pmask)
+            tl.store(dst + dim_a * dd, (xa32 * cos - xb32 * sin).to(xa.dtype), mask=mask)
+            tl.store(dst + dim_b * dd, (xb32 * cos + xa32 * sin).to(xa.dtype), mask=mask)
             if TAIL > 0:
                 tail = tl.load(src + dim_t * sd, mask=tmask, other=0.0)
                 tl.store(dst + dim_t * dd, tail, mask=tmask)
+
+
+def _launch_shape(num_tokens: int, heads: int) -> tuple[int, int]:
+    """(tokens per program, heads per program): big tiles for prefill, enough programs for decode."""
+    block_s = 16 if num_tokens >= 2048 else (4 if num_tokens >= 256 else 1)
+    programs = triton.cdiv(num_tokens, block_s)
+    heads_per_prog = heads
+    while heads_per_prog > 1 and programs * triton.cdiv(heads, heads_per_prog) < 512:
+        heads_per_prog = triton.cdiv(heads_per_prog, 2)
+    return block_s, heads_per_prog
 
 
 def rope_triton(
@@ -102,7 +115,7 @@ def rope_triton(
     attention_scaling: float = 1.0,
     q_out: torch.Tensor | None = None,
     k_out: torch.Tensor | None = None,
-    heads_per_program: int = 4,
+    heads_per_program: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate q and k in one launch.
 
@@ -114,6 +127,7 @@ def rope_triton(
         rotary_dim: rotated dims; the rest is copied.
         attention_scaling: multiplies cos and sin.
         q_out, k_out: optional output tensors (same shapes and dtypes); allocated otherwise.
+        heads_per_program: override the launch heuristic (one token per program then).
     Returns:
         (q_out, k_out)
     """
@@ -132,15 +146,17 @@ def rope_triton(
     axes = axis_of_pair.to(device=q.device, dtype=torch.int32).contiguous()
     tail = dim - 2 * pairs
     heads = num_q + num_k
-    grid = (batch * seq, triton.cdiv(heads, heads_per_program))
+    tokens = batch * seq
+    block_s, heads_per_prog = _launch_shape(tokens, heads) if heads_per_program is None else (1, heads_per_program)
+    grid = (triton.cdiv(tokens, block_s), triton.cdiv(heads, heads_per_prog))
     _rope_kernel[grid](
         q, k, q_out, k_out, position_ids, inv, axes,
-        seq, num_q, heads,
+        tokens, seq, num_q, heads,
         *q.stride(), *k.stride(), *q_out.stride(), *k_out.stride(),
         *position_ids.stride(),
         float(attention_scaling),
         PAIRS=pairs, BLOCK_P=triton.next_power_of_2(pairs), TAIL=tail, BLOCK_T=triton.next_power_of_2(max(tail, 1)),
-        INTERLEAVED=bool(interleaved), HEADS_PER_PROG=heads_per_program,
+        BLOCK_S=block_s, INTERLEAVED=bool(interleaved), HEADS_PER_PROG=heads_per_prog,
         ACCURATE_TRIG=os.environ.get("TRITON_INTERPRET", "0") != "1",
     )
     return q_out, k_out
