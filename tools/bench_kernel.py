@@ -3,8 +3,10 @@
 Times, in one process, per shape: a device-to-device copy of q and k (the floor: RoPE reads
 q and k once and writes them once), the Triton kernel, our torch module eager, an HF-style
 rotate_half module eager (what users run today) and that module under torch.compile. CUDA
-events after warm-up, median of many runs, inputs rotated through several copies so the L2
-cache does not flatter small shapes. Prints a table and writes JSON.
+events after warm-up, median of many synchronised calls (this includes the Python launch
+cost), plus CUDA-graph replays of the copy, the raw kernel and the compiled module (the
+kernel's own time; "x copy" of graph rows is against the graph-replayed copy). Inputs rotate
+through several copies so the L2 cache does not flatter small shapes. Prints a table and writes JSON.
 
     python tools/bench_kernel.py --out results.json [--preset llama-3.1-8b] [--dtype bfloat16]
 """
@@ -68,6 +70,29 @@ def time_cuda(fn, sets, warmup=10, iters=100):
     return statistics.median(times)
 
 
+def time_graph(fn, sets, iters=200):
+    """Replay one captured CUDA graph per input set: the kernel's own time, without the
+    Python launch cost (how serving stacks run it: CUDA graphs or TensorRT)."""
+    for args in sets:
+        fn(*args)
+    torch.cuda.synchronize()
+    graphs = []
+    for args in sets:
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn(*args)
+        graphs.append(g)
+    for g in graphs:
+        g.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for i in range(iters):
+        graphs[i % len(graphs)].replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / iters
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", action="append")
@@ -111,9 +136,13 @@ def main() -> int:
                 "HF-style compiled": lambda q, k, p, qo, ko: hf_compiled(q, k, p),
             }
             ms = {name: time_cuda(fn, sets) for name, fn in backends.items()}
+            ms["d2d copy, CUDA graph"] = time_graph(backends["d2d copy (floor)"], sets)
+            ms["triton kernel, CUDA graph"] = time_graph(backends["triton kernel (raw)"], sets)
+            ms["HF-style compiled, CUDA graph"] = time_graph(backends["HF-style compiled"], sets)
             for name, t in ms.items():
                 row = dict(preset=preset, shape=f"{kind} B={b} S={s}", backend=name, ms=t, gbps=nbytes / t / 1e6,
-                           x_copy=t / ms["d2d copy (floor)"], speedup_vs_hf=ms["HF-style eager"] / t, device=dev,
+                           x_copy=t / ms["d2d copy, CUDA graph" if "graph" in name else "d2d copy (floor)"],
+                           speedup_vs_hf=ms["HF-style eager"] / t, device=dev,
                            dtype=args.dtype, bytes=nbytes)
                 rows.append(row)
                 print(f"{preset:14s} {row['shape']:18s} {name:22s} {t:8.4f} {row['gbps']:8.0f} {row['x_copy']:7.2f} {row['speedup_vs_hf']:11.2f}")

@@ -28,7 +28,7 @@ __all__ = ["rope_triton"]
 @triton.jit
 def _rope_kernel(
     q_ptr, k_ptr, qo_ptr, ko_ptr, pos_ptr, inv_ptr, axis_ptr,
-    num_tokens, seq_len, num_q_heads, num_heads,
+    num_tokens, seq_len, num_q_heads, num_k_heads, num_q_groups,
     sq_b, sq_h, sq_s, sq_d, sk_b, sk_h, sk_s, sk_d,
     sqo_b, sqo_h, sqo_s, sqo_d, sko_b, sko_h, sko_s, sko_d,
     sp_a, sp_b, sp_s,
@@ -68,38 +68,46 @@ def _rope_kernel(
     tmask = smask[:, None] & (t < TAIL)[None, :]
     dim_t = (2 * PAIRS + t)[None, :]
 
-    for j in range(HEADS_PER_PROG):
-        h = tl.program_id(1) * HEADS_PER_PROG + j
-        if h < num_heads:
-            if h < num_q_heads:
-                src = q_ptr + b * sq_b + h * sq_h + s * sq_s
-                dst = qo_ptr + b * sqo_b + h * sqo_h + s * sqo_s
-                sd = sq_d
-                dd = sqo_d
-            else:
-                hk = h - num_q_heads
-                src = k_ptr + b * sk_b + hk * sk_h + s * sk_s
-                dst = ko_ptr + b * sko_b + hk * sko_h + s * sko_s
-                sd = sk_d
-                dd = sko_d
-            xa = tl.load(src + dim_a * sd, mask=mask, other=0.0)
-            xb = tl.load(src + dim_b * sd, mask=mask, other=0.0)
-            xa32 = xa.to(tl.float32)
-            xb32 = xb.to(tl.float32)
-            tl.store(dst + dim_a * dd, (xa32 * cos - xb32 * sin).to(xa.dtype), mask=mask)
-            tl.store(dst + dim_b * dd, (xb32 * cos + xa32 * sin).to(xa.dtype), mask=mask)
-            if TAIL > 0:
-                tail = tl.load(src + dim_t * sd, mask=tmask, other=0.0)
-                tl.store(dst + dim_t * dd, tail, mask=tmask)
+    # A group holds only q heads or only k heads, so the choice is made once per program and
+    # the head loop unrolls, letting the loads of all its heads be in flight together.
+    g = tl.program_id(1)
+    if g < num_q_groups:
+        src0 = q_ptr + b * sq_b + s * sq_s
+        dst0 = qo_ptr + b * sqo_b + s * sqo_s
+        sh, sd, dh, dd = sq_h, sq_d, sqo_h, sqo_d
+        h0 = g * HEADS_PER_PROG
+        nh = num_q_heads
+    else:
+        src0 = k_ptr + b * sk_b + s * sk_s
+        dst0 = ko_ptr + b * sko_b + s * sko_s
+        sh, sd, dh, dd = sk_h, sk_d, sko_h, sko_d
+        h0 = (g - num_q_groups) * HEADS_PER_PROG
+        nh = num_k_heads
+    for j in tl.static_range(HEADS_PER_PROG):
+        h = h0 + j
+        m = mask & ((tl.zeros([BLOCK_S, BLOCK_P], dtype=tl.int32) + h) < nh)
+        src = src0 + h * sh
+        dst = dst0 + h * dh
+        xa = tl.load(src + dim_a * sd, mask=m, other=0.0)
+        xb = tl.load(src + dim_b * sd, mask=m, other=0.0)
+        xa32 = xa.to(tl.float32)
+        xb32 = xb.to(tl.float32)
+        tl.store(dst + dim_a * dd, (xa32 * cos - xb32 * sin).to(xa.dtype), mask=m)
+        tl.store(dst + dim_b * dd, (xb32 * cos + xa32 * sin).to(xa.dtype), mask=m)
+        if TAIL > 0:
+            mt = tmask & ((tl.zeros([BLOCK_S, BLOCK_T], dtype=tl.int32) + h) < nh)
+            tail = tl.load(src + dim_t * sd, mask=mt, other=0.0)
+            tl.store(dst + dim_t * dd, tail, mask=mt)
 
 
 def _launch_shape(num_tokens: int, heads: int) -> tuple[int, int]:
-    """(tokens per program, heads per program): big tiles for prefill, enough programs for decode."""
+    """(tokens per program, heads per program): token tiles for prefill, and head groups small
+    enough that the GPU gets thousands of programs (sin/cos are recomputed once per group)."""
     block_s = 16 if num_tokens >= 2048 else (4 if num_tokens >= 256 else 1)
     programs = triton.cdiv(num_tokens, block_s)
-    heads_per_prog = heads
-    while heads_per_prog > 1 and programs * triton.cdiv(heads, heads_per_prog) < 512:
-        heads_per_prog = triton.cdiv(heads_per_prog, 2)
+    heads_per_prog = 8
+    while heads_per_prog > 1 and programs * triton.cdiv(heads, heads_per_prog) < 2048:
+        heads_per_prog //= 2
     return block_s, heads_per_prog
 
 
@@ -145,13 +153,13 @@ def rope_triton(
     inv = inv_freq.to(device=q.device, dtype=torch.float32).contiguous()
     axes = axis_of_pair.to(device=q.device, dtype=torch.int32).contiguous()
     tail = dim - 2 * pairs
-    heads = num_q + num_k
     tokens = batch * seq
-    block_s, heads_per_prog = _launch_shape(tokens, heads) if heads_per_program is None else (1, heads_per_program)
-    grid = (triton.cdiv(tokens, block_s), triton.cdiv(heads, heads_per_prog))
+    block_s, heads_per_prog = _launch_shape(tokens, num_q + num_k) if heads_per_program is None else (1, heads_per_program)
+    q_groups = triton.cdiv(num_q, heads_per_prog)
+    grid = (triton.cdiv(tokens, block_s), q_groups + triton.cdiv(num_k, heads_per_prog))
     _rope_kernel[grid](
         q, k, q_out, k_out, position_ids, inv, axes,
-        tokens, seq, num_q, heads,
+        tokens, seq, num_q, num_k, q_groups,
         *q.stride(), *k.stride(), *q_out.stride(), *k_out.stride(),
         *position_ids.stride(),
         float(attention_scaling),
