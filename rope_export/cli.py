@@ -119,6 +119,36 @@ def cmd_validate(args, spec=None) -> int:
     return 0 if report.passed else 1
 
 
+def cmd_build_engine(args) -> int:
+    from .tensorrt import INSTALL_HINT, tensorrt_unavailable
+
+    reason = tensorrt_unavailable()
+    if reason:
+        print(f"rope-export build-engine: TensorRT cannot build engines here: {reason}\n  install: {INSTALL_HINT}",
+              file=sys.stderr)
+        return 2
+    from .tensorrt.engine import Profile, build_engine
+
+    if not os.path.isfile(args.onnx):
+        raise UsageError(f"no such file: {args.onnx}")
+    meta_dtype = _graph_dtype(args.onnx)
+    wanted = "float16" if args.fp16 else "bfloat16" if args.bf16 else None
+    if wanted and wanted != meta_dtype:
+        raise UsageError(f"--{'fp16' if args.fp16 else 'bf16'} asked, but the graph is {meta_dtype}: engines are built "
+                         f"strongly typed (angles stay float32), so export with --dtype {wanted} instead")
+    profile = Profile(batch=tuple(args.batch), sequence=tuple(args.sequence))
+    path = build_engine(args.onnx, args.out, profile=profile, plugin=args.plugin, timing_cache=args.timing_cache)
+    print(f"wrote {path}")
+    return 0
+
+
+def _graph_dtype(path: str) -> str:
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    return meta.get("rope_export.dtype", "float32")
+
+
 def _add_spec_args(p, default_note=True):
     p.add_argument("--preset", help=f"a preset name (rope-export presets){'; default ' + DEFAULT_PRESET if default_note else ''}")
     p.add_argument("--hf-config", help="a model's config.json (or its folder)")
@@ -137,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_args(p)
     p.add_argument("--out", default="rope.onnx", help="output file (default rope.onnx)")
     p.add_argument("--opset", type=int, default=23)
-    p.add_argument("--form", default="auto", choices=("auto", "fused", "decomposed", "contrib", "table"))
+    p.add_argument("--form", default="auto", choices=("auto", "fused", "decomposed", "contrib", "table", "plugin"))
     p.add_argument("--table-length", type=int, help="form table: rows of the cos/sin table (default max_position_embeddings)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
     p.add_argument("--num-q-heads", type=int, default=4)
@@ -155,6 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float)
     p.add_argument("--atol", type=float)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("build-engine", help="build a TensorRT engine (needs TensorRT's builder)")
+    p.add_argument("onnx")
+    p.add_argument("--out", required=True, help="engine file (.plan)")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="assert the graph is float16 (engines are strongly typed)")
+    precision.add_argument("--bf16", action="store_true", help="assert the graph is bfloat16")
+    p.add_argument("--plugin", action="store_true", help="register the fused MultiAxisRotary plugin before parsing")
+    p.add_argument("--batch", type=int, nargs=3, default=(1, 1, 8), metavar=("MIN", "OPT", "MAX"))
+    p.add_argument("--sequence", type=int, nargs=3, default=(1, 2048, 8192), metavar=("MIN", "OPT", "MAX"))
+    p.add_argument("--timing-cache", help="read and update this timing cache file")
+    p.set_defaults(func=cmd_build_engine)
 
     p = sub.add_parser("inspect", help="print an exported graph's spec, inputs, outputs and op histogram")
     p.add_argument("onnx")

@@ -8,6 +8,9 @@ Forms:
     "table"       opset >= 23, one-axis specs without a length rule: ``RotaryEmbedding`` looking
                   cos/sin up in a [table_length, P] table by position_ids (positions must
                   be < table_length; onnxruntime rejects larger ones).
+    "plugin"      opset >= 23: one ``MultiAxisRotary`` node (domain rope_export) per tensor, defined
+                  as a model-local function; TensorRT swaps in the fused plugin when registered
+                  (see `rope_export.plugin_form`).
     "contrib"     onnxruntime only (opset >= 17): ``com.microsoft.RotaryEmbedding`` fed this
                   batch's per-token cos/sin table and each token's row index.
     "auto"        fused when opset >= 23, else decomposed.
@@ -31,6 +34,7 @@ import os
 import tempfile
 import warnings
 
+import onnx_ir as ir
 import torch
 from torch import nn
 
@@ -39,7 +43,7 @@ from .spec import RopeSpec
 
 __all__ = ["export_onnx", "FORMS", "DTYPES", "ExportModule", "METADATA_SPEC_KEY"]
 
-FORMS = ("auto", "fused", "decomposed", "contrib", "table")
+FORMS = ("auto", "fused", "decomposed", "contrib", "table", "plugin")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MIN_OPSET, FUSED_OPSET = 17, 23
 METADATA_SPEC_KEY = "rope_export.spec"
@@ -174,7 +178,7 @@ def resolve_form(form: str, opset: int) -> str:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     if form == "auto":
         return "fused" if opset >= FUSED_OPSET else "decomposed"
-    if form in ("fused", "table") and opset < FUSED_OPSET:
+    if form in ("fused", "table", "plugin") and opset < FUSED_OPSET:
         raise ValueError(f"form {form!r} needs opset >= {FUSED_OPSET} (RotaryEmbedding); got opset {opset}: use form='decomposed'")
     return form
 
@@ -217,6 +221,12 @@ def build_onnx(spec: RopeSpec, *, opset: int = 23, form: str = "auto", dtype: st
     for label, heads in (("num_q_heads", num_q_heads), ("num_kv_heads", num_kv_heads)):
         if not isinstance(heads, int) or heads <= 0:
             raise ValueError(f"{label} must be a positive int, got {heads!r}")
+    if form == "plugin":
+        from .plugin_form import build_plugin_model
+
+        model = ir.serde.serialize_model(build_plugin_model(spec, opset=opset, dtype=dtype, num_q_heads=num_q_heads,
+                                                            num_kv_heads=num_kv_heads))
+        return _finish(model, spec, form, dtype, opset)
     module = ExportModule(spec, form, table_length, DTYPES[dtype]).eval()
     # Trace at shapes no user runs (batch 3, seq 11) so nothing specialises on them.
     args = example_inputs(spec, batch=3, seq=11, num_q_heads=num_q_heads, num_kv_heads=num_kv_heads, dtype=DTYPES[dtype])
@@ -235,10 +245,16 @@ def build_onnx(spec: RopeSpec, *, opset: int = 23, form: str = "auto", dtype: st
     if opset < 18:
         _drop_opset18_reduce_attributes(program.model)
     model = program.model_proto
+    return _finish(model, spec, form, dtype, opset, {"rope_export.table_length": str(table_length)} if form == "table" else None)
+
+
+def _finish(model, spec: RopeSpec, form: str, dtype: str, opset: int, extra: dict | None = None):
+    import onnx
+
     _set_metadata(model, spec, form, dtype, opset)
-    if form == "table":
+    for key, value in (extra or {}).items():
         entry = model.metadata_props.add()
-        entry.key, entry.value = "rope_export.table_length", str(table_length)
+        entry.key, entry.value = key, value
     model.doc_string = f"rope_export {form} rotary embedding: {spec.describe()}"
     onnx.checker.check_model(model, full_check=True)
     return model

@@ -225,3 +225,32 @@ def test_table_form_two_nodes_and_rejects_positions_past_the_table(tmp_path):
         rx.export_onnx(rx.load_preset("qwen2-vl-7b"), tmp_path / "x.onnx", form="table")
     with pytest.raises(ValueError, match="one-axis spec without a length rule"):
         rx.export_onnx(rx.load_preset("phi-3-mini-128k"), tmp_path / "x.onnx", form="table")
+
+
+def test_plugin_form_nodes_attributes_function_and_parity(tmp_path):
+    from rope_export.plugin_form import DOMAIN, OP_TYPE, node_attributes
+
+    for preset in ("qwen3-vl-8b", "gpt-j-6b", "gpt-oss-20b", "llama-4-scout"):
+        spec = rx.load_preset(preset)
+        path = rx.export_onnx(spec, tmp_path / f"{preset}.onnx", form="plugin", num_q_heads=4, num_kv_heads=2)
+        model = onnx.load(path)
+        onnx.checker.check_model(model, full_check=True)
+        assert [(n.op_type, n.domain) for n in model.graph.node] == [(OP_TYPE, DOMAIN)] * 2
+        assert [(f.name, f.domain) for f in model.functions] == [(OP_TYPE, DOMAIN)]
+        assert "RotaryEmbedding" in {n.op_type for n in model.functions[0].node}
+        for node, heads in zip(model.graph.node, (4, 2)):
+            read = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            read = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in read.items()}
+            want = node_attributes(spec, heads)
+            assert set(read) == set(want)
+            # ONNX float attributes are float32: inv_freq holds float32 values already, exactly;
+            # attention_scaling is rounded to float32, as torch does when it scales a float32 cos.
+            assert read["inv_freq"] == pytest.approx(want["inv_freq"], rel=0, abs=0)
+            assert read["attention_scaling"] == float(np.float32(want["attention_scaling"]))
+            floats = ("inv_freq", "attention_scaling")
+            assert {k: read[k] for k in want if k not in floats} == {k: v for k, v in want.items() if k not in floats}
+        assert rx.validate(path, providers=("cpu",), seed=3).passed, preset
+        again = rx.export_onnx(spec, tmp_path / "again.onnx", form="plugin", num_q_heads=4, num_kv_heads=2)
+        assert open(path, "rb").read() == open(again, "rb").read()
+    with pytest.raises(ValueError, match="length rule"):
+        rx.export_onnx(rx.load_preset("phi-3-mini-128k"), tmp_path / "x.onnx", form="plugin")

@@ -1,0 +1,92 @@
+"""Plugin-form ONNX: one ``MultiAxisRotary`` node (domain ``rope_export``) per tensor.
+
+The node carries the whole spec as attributes (``inv_freq``, ``axis_of_pair``, ``rotary_dim``,
+``interleaved``, ``num_heads``, ``attention_scaling``) plus ``plugin_namespace`` /
+``plugin_version`` and ``aot``, and the file defines ``MultiAxisRotary`` as a model-local
+function whose body is the fused graph (gather by axis_of_pair, float32 sin/cos, standard
+``RotaryEmbedding``), driven by those same attributes. So:
+
+* onnxruntime (and any ONNX runtime) expands the function: the file validates on CPU;
+* TensorRT's ONNX parser imports a node that has ``plugin_namespace`` as the registered
+  plugin of that name when one is registered (the fused kernel), and otherwise expands the
+  local function. Its parser matches plugins by op_type alone, hence the name is not
+  ``RotaryEmbedding``; ``aot=1`` selects a Python plugin's ahead-of-time implementation.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from .spec import RopeSpec
+
+__all__ = ["OP_TYPE", "DOMAIN", "PLUGIN_VERSION", "plugin_function", "build_plugin_model", "node_attributes"]
+
+OP_TYPE, DOMAIN, PLUGIN_VERSION = "MultiAxisRotary", "rope_export", "1"
+
+
+def plugin_function() -> ir.Function:
+    """The generic body: every spec-dependent number is an attribute reference."""
+    from onnxscript import opset23 as op
+    from onnxscript import script
+    from onnxscript.values import Opset
+
+    @script(Opset(DOMAIN, 1))
+    def MultiAxisRotary(x, position_ids, inv_freq: list[float], axis_of_pair: list[int], rotary_dim: int,
+                        interleaved: int, num_heads: int, attention_scaling: float):
+        pos = op.Cast(position_ids, to=1)
+        # [B, S] (one axis) or [A, B, S] -> [A, B, S] -> [B, S, A] -> gather each pair's stream.
+        shape = op.Concat(op.Constant(value_ints=[-1]), op.Shape(pos, start=-2), axis=0)
+        tok = op.Transpose(op.Reshape(pos, shape), perm=[1, 2, 0])
+        angle = op.Mul(op.Gather(tok, op.Constant(value_ints=axis_of_pair), axis=2), op.Constant(value_floats=inv_freq))
+        scale = op.Constant(value_float=attention_scaling)
+        cos = op.CastLike(op.Mul(op.Cos(angle), scale), x)
+        sin = op.CastLike(op.Mul(op.Sin(angle), scale), x)
+        return op.RotaryEmbedding(x, cos, sin, interleaved=interleaved, rotary_embedding_dim=rotary_dim, num_heads=num_heads)
+
+    function = ir.serde.deserialize_function(MultiAxisRotary.to_function_proto())
+    # The plugin-only attributes are declared too, so checkers accept them on the node.
+    for name, value in (("plugin_namespace", DOMAIN), ("plugin_version", PLUGIN_VERSION), ("aot", 1)):
+        function.attributes[name] = ir.Attr(name, ir.AttributeType.STRING if isinstance(value, str) else ir.AttributeType.INT, value)
+    return function
+
+
+def node_attributes(spec: RopeSpec, num_heads: int) -> dict:
+    """The attributes a ``MultiAxisRotary`` node carries for this spec (also the TensorRT
+    plugin's fields)."""
+    return {
+        "inv_freq": [float(v) for v in spec.inv_freq],
+        "axis_of_pair": [int(a) for a in spec.axis_of_pair],
+        "rotary_dim": spec.rotary_dim,
+        "interleaved": int(spec.layout == "interleaved"),
+        "num_heads": int(num_heads),
+        "attention_scaling": float(spec.attention_scaling),
+        "plugin_namespace": DOMAIN,
+        "plugin_version": PLUGIN_VERSION,
+        "aot": 1,
+    }
+
+
+def build_plugin_model(spec: RopeSpec, *, opset: int, dtype: str, num_q_heads: int, num_kv_heads: int) -> ir.Model:
+    if spec.length_rule is not None:
+        raise ValueError("form 'plugin' supports specs without a length rule (dynamic NTK / LongRoPE)")
+    elem = {"float32": ir.DataType.FLOAT, "float16": ir.DataType.FLOAT16, "bfloat16": ir.DataType.BFLOAT16}[dtype]
+    batch, seq = ir.SymbolicDim("batch"), ir.SymbolicDim("sequence")
+    pos_shape = [batch, seq] if spec.num_axes == 1 else [spec.num_axes, batch, seq]
+
+    def value(name, dt, shape):
+        return ir.Value(name=name, type=ir.TensorType(dt), shape=ir.Shape(shape))
+
+    q = value("q", elem, [batch, num_q_heads, seq, spec.head_dim])
+    k = value("k", elem, [batch, num_kv_heads, seq, spec.head_dim])
+    pos = value("position_ids", ir.DataType.INT64, pos_shape)
+    nodes, outputs = [], []
+    for x, heads, out_name in ((q, num_q_heads, "q_rot"), (k, num_kv_heads, "k_rot")):
+        node = ir.node(OP_TYPE, [x, pos], attributes=node_attributes(spec, heads), domain=DOMAIN, name=f"{out_name}_rotary")
+        node.outputs[0].name = out_name
+        node.outputs[0].type = ir.TensorType(elem)
+        node.outputs[0].shape = ir.Shape(list(x.shape))
+        nodes.append(node)
+        outputs.append(node.outputs[0])
+    graph = ir.Graph([q, k, pos], outputs, nodes=nodes, opset_imports={"": opset, DOMAIN: 1}, name="rope_export_plugin")
+    function = plugin_function()
+    return ir.Model(graph, ir_version=10, producer_name="rope_export", functions=[function])
