@@ -13,7 +13,8 @@ Forms:
                   (see `rope_export.plugin_form`).
     "contrib"     onnxruntime only (opset >= 17): ``com.microsoft.RotaryEmbedding`` fed this
                   batch's per-token cos/sin table and each token's row index.
-    "auto"        fused when opset >= 23, else decomposed.
+    "auto"        decomposed below opset 23; at 23+ table for one-axis specs without a length
+                  rule (measured as fast or faster on onnxruntime CPU), else fused.
 
 The graph is produced by the torch dynamo exporter (``torch.onnx.export(dynamo=True)``);
 for "fused" the rotation is a small torch custom op that the exporter translates, through
@@ -171,13 +172,20 @@ class ExportModule(nn.Module):
 
 
 # ----------------------------------------------------------------------- export
-def resolve_form(form: str, opset: int) -> str:
+def resolve_form(form: str, opset: int, spec: RopeSpec | None = None) -> str:
+    """The concrete form. "auto": below opset 23 "decomposed"; at 23+ "table" for one-axis
+    specs without a length rule whose max_position_embeddings is known (a table lookup measured
+    as fast or faster than in-graph sin/cos on onnxruntime CPU: tools/table_vs_ingraph.py),
+    else "fused"."""
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise ValueError(f"opset must be an int >= {MIN_OPSET}, got {opset!r}")
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     if form == "auto":
-        return "fused" if opset >= FUSED_OPSET else "decomposed"
+        if opset < FUSED_OPSET:
+            return "decomposed"
+        tableable = spec is not None and spec.num_axes == 1 and spec.length_rule is None and spec.max_position_embeddings
+        return "table" if tableable else "fused"
     if form in ("fused", "table", "plugin") and opset < FUSED_OPSET:
         raise ValueError(f"form {form!r} needs opset >= {FUSED_OPSET} (RotaryEmbedding); got opset {opset}: use form='decomposed'")
     return form
@@ -209,7 +217,7 @@ def build_onnx(spec: RopeSpec, *, opset: int = 23, form: str = "auto", dtype: st
     """The `onnx.ModelProto` for a spec (see `export_onnx`), not written anywhere."""
     import onnx
 
-    form = resolve_form(form, opset)
+    form = resolve_form(form, opset, spec)
     if form == "table":
         if spec.num_axes != 1 or spec.length_rule is not None:
             raise ValueError("form 'table' needs a one-axis spec without a length rule (dynamic NTK / LongRoPE)")
@@ -294,8 +302,8 @@ def export_onnx(spec: RopeSpec, path: str | os.PathLike, *, opset: int = 23, for
         spec: the rotary description.
         path: output file; written atomically (a failure leaves nothing at ``path``).
         opset: 17..23+; "fused" needs 23.
-        form: "auto" (= "fused" at opset >= 23, else "decomposed") | "fused" | "decomposed" |
-            "table" | "contrib" (see the module docstring).
+        form: "auto" (see `resolve_form`) | "fused" | "decomposed" | "table" | "contrib" | "plugin"
+            (see the module docstring).
         dtype: activation dtype of q/k and outputs: "float32" | "float16" | "bfloat16"
             (angles and sin/cos are float32 in every case).
         num_q_heads, num_kv_heads: Hq and Hk (fixed in the graph).

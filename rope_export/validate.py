@@ -66,6 +66,7 @@ class Case:
     q: torch.Tensor
     k: torch.Tensor
     position_ids: torch.Tensor
+    expect_error: bool = False  # positions past a table-form graph's table: the runtime must refuse
 
 
 @dataclass
@@ -236,9 +237,12 @@ def reference_bound(spec: RopeSpec, case: Case, dtype: str) -> float:
 
 
 # ---------------------------------------------------------------------------- cases
-def make_cases(spec: RopeSpec, dtype: str, num_q_heads: int, num_kv_heads: int, seed: int) -> list[Case]:
+def make_cases(spec: RopeSpec, dtype: str, num_q_heads: int, num_kv_heads: int, seed: int,
+               table_length: int | None = None) -> list[Case]:
     """Bounded integer positions only. Multi-axis specs get real grids where t, h, w differ,
-    and per-axis random positions; text-only (equal-axis) positions are never the only case."""
+    and per-axis random positions; text-only (equal-axis) positions are never the only case.
+    A table-form graph (``table_length``) is exercised up to its last row, and positions past
+    it must be refused."""
     g = torch.Generator().manual_seed(seed)
     tdtype = DTYPES[dtype]
     max_pos = spec.max_position_embeddings or 4096
@@ -259,7 +263,14 @@ def make_cases(spec: RopeSpec, dtype: str, num_q_heads: int, num_kv_heads: int, 
     q, k = qk(1, 64)
     cases.append(Case("small b1 s64", q, k, rand_pos(1, 64, 0, 64)))
     q, k = qk(3, 1)
-    cases.append(Case("decode b3 s1", q, k, rand_pos(3, 1, 0, max_pos)))
+    cases.append(Case("decode b3 s1", q, k, rand_pos(3, 1, 0, min(max_pos, table_length or max_pos))))
+    if table_length is not None:
+        q, k = qk(2, 33)
+        cases.append(Case(f"table end {table_length}", q, k, rand_pos(2, 33, max(0, table_length - 64), table_length)))
+        q, k = qk(1, 5)
+        cases.append(Case("past the table (must be refused)", q, k, rand_pos(1, 5, table_length, table_length + 1000),
+                          expect_error=True))
+        return cases
     q, k = qk(2, 33)
     cases.append(Case(f"near max {max_pos}", q, k, rand_pos(2, 33, max(0, max_pos - 64), max_pos + 64)))
     q, k = qk(2, 17)
@@ -300,6 +311,13 @@ def read_model(path: str | os.PathLike, spec: RopeSpec | None):
         spec = RopeSpec.from_dict(meta[METADATA_SPEC_KEY])
     inputs = {i.name: [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
               for i in model.graph.input}
+    if "rope_export.table_length" not in meta:
+        # A table-form graph without our metadata: the table's rows bound the positions.
+        tables = {t.name: t.dims[0] for t in model.graph.initializer if len(t.dims) == 2}
+        for node in model.graph.node:
+            if node.op_type == "RotaryEmbedding" and node.domain in ("", "ai.onnx") and len(node.input) == 4 and node.input[3]:
+                if node.input[1] in tables:
+                    meta["rope_export.table_length"] = str(tables[node.input[1]])
     outputs = {o.name for o in model.graph.output}
     if set(inputs) != {"q", "k", "position_ids"} or outputs != {"q_rot", "k_rot"}:
         raise ValidationInputError(
@@ -350,10 +368,11 @@ def validate(
     tol = {**TOLERANCES[dtype], **(tolerances or {})}
     report = ValidationReport(path=path, spec=spec.to_dict(), dtype=dtype, form=meta.get("rope_export.form", "unknown"),
                               seed=seed, tolerance=tol, allow_missing=allow_missing)
-    case_list = list(cases) if cases is not None else make_cases(spec, dtype, heads_q, heads_k, seed)
+    table_length = int(meta["rope_export.table_length"]) if "rope_export.table_length" in meta else None
+    case_list = list(cases) if cases is not None else make_cases(spec, dtype, heads_q, heads_k, seed, table_length)
     torch_runner, ref_runner = TorchRunner(spec), ReferenceRunner(spec)
-    expected = {c.name: torch_runner.run(c) for c in case_list}
-    exact = {c.name: ref_runner.run(c) for c in case_list}
+    expected = {c.name: torch_runner.run(c) for c in case_list if not c.expect_error}
+    exact = {c.name: ref_runner.run(c) for c in case_list if not c.expect_error}
     for provider in providers:
         try:
             runner = OnnxRuntimeRunner(path, provider)
@@ -369,7 +388,14 @@ def validate(
             try:
                 got = runner.run(case)
             except Exception as exc:  # noqa: BLE001
-                report.results.append(CaseResult(provider, case.name, runner.ran_on, "error", detail=f"{type(exc).__name__}: {exc}"))
+                if case.expect_error:
+                    report.results.append(CaseResult(provider, case.name, runner.ran_on, "pass", detail="refused"))
+                else:
+                    report.results.append(CaseResult(provider, case.name, runner.ran_on, "error", detail=f"{type(exc).__name__}: {exc}"))
+                continue
+            if case.expect_error:
+                report.results.append(CaseResult(provider, case.name, runner.ran_on, "fail",
+                                                 detail="positions past the table were accepted"))
                 continue
             tol_case = case_tolerance(spec, case.position_ids, tol)
             stats = [compare(g, w, tol_case) for g, w in zip(got, expected[case.name])]

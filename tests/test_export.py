@@ -254,3 +254,14 @@ def test_plugin_form_nodes_attributes_function_and_parity(tmp_path):
         assert open(path, "rb").read() == open(again, "rb").read()
     with pytest.raises(ValueError, match="length rule"):
         rx.export_onnx(rx.load_preset("phi-3-mini-128k"), tmp_path / "x.onnx", form="plugin")
+
+
+def test_auto_form_picks_table_where_it_applies():
+    from rope_export.export import resolve_form
+
+    assert resolve_form("auto", 23, rx.load_preset("mistral-7b")) == "table"
+    assert resolve_form("auto", 23, rx.load_preset("gpt-j-6b")) == "table"
+    assert resolve_form("auto", 23, rx.load_preset("qwen2-vl-7b")) == "fused"
+    assert resolve_form("auto", 23, rx.load_preset("phi-3-mini-128k")) == "fused"  # length rule
+    assert resolve_form("auto", 23, rx.RopeSpec.standard(64)) == "fused"  # no known context length
+    assert resolve_form("auto", 22, rx.load_preset("mistral-7b")) == "decomposed"

@@ -28,7 +28,7 @@ def _write_with_spec(model_spec, claimed_spec, path, **kw):
     """A graph computed from model_spec whose metadata claims claimed_spec."""
     from rope_export.export import _set_metadata
 
-    model = build_onnx(model_spec, **kw)
+    model = build_onnx(model_spec, form="fused", **kw)
     _set_metadata(model, claimed_spec, "fused", kw.get("dtype", "float32"), kw.get("opset", 23))
     onnx.save(model, path)
     return str(path)
