@@ -149,6 +149,14 @@ def _graph_dtype(path: str) -> str:
     return meta.get("rope_export.dtype", "float32")
 
 
+def cmd_plot(args) -> int:
+    from .plot import plot_spec
+
+    spec = _spec_from_args(args)
+    print(f"wrote {plot_spec(spec, args.out, title=spec.describe())}")
+    return 0
+
+
 def _add_spec_args(p, default_note=True):
     p.add_argument("--preset", help=f"a preset name (rope-export presets){'; default ' + DEFAULT_PRESET if default_note else ''}")
     p.add_argument("--hf-config", help="a model's config.json (or its folder)")
@@ -198,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-cache", help="read and update this timing cache file")
     p.set_defaults(func=cmd_build_engine)
 
+    p = sub.add_parser("plot", help="draw a spec: axes of the pairs, their speeds, the dims they touch")
+    _add_spec_args(p)
+    p.add_argument("--out", default="rope_spec.png")
+    p.set_defaults(func=cmd_plot)
+
     p = sub.add_parser("inspect", help="print an exported graph's spec, inputs, outputs and op histogram")
     p.add_argument("onnx")
     p.add_argument("-v", "--verbose", action="store_true", help="also print the full spec JSON")
@@ -212,7 +225,7 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # output piped into head & co.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (UsageError, ValueError, OSError) as exc:
+    except (UsageError, ValueError, OSError, RuntimeError) as exc:
         print(f"rope-export {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -73,3 +73,14 @@ def test_mrope_positions_video_interval_and_errors():
         mrope_position_ids(types)
     with pytest.raises(ValueError, match="does not match its grid"):
         mrope_position_ids(types, video_grid_thw=torch.tensor([[1, 4, 4]]))
+
+
+def test_plot_spec_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    from rope_export.cli import main
+
+    for preset in ("qwen3-vl-8b", "gpt-neox-20b"):
+        out = tmp_path / f"{preset}.png"
+        assert main(["plot", "--preset", preset, "--out", str(out)]) == 0
+        data = out.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
