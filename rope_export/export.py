@@ -215,7 +215,6 @@ def _set_metadata(model, spec: RopeSpec, form: str, dtype: str, opset: int) -> N
 def build_onnx(spec: RopeSpec, *, opset: int = 23, form: str = "auto", dtype: str = "float32",
                num_q_heads: int = 4, num_kv_heads: int = 2, table_length: int | None = None):
     """The `onnx.ModelProto` for a spec (see `export_onnx`), not written anywhere."""
-    import onnx
 
     form = resolve_form(form, opset, spec)
     if form == "table":
@@ -317,7 +316,6 @@ def export_onnx(spec: RopeSpec, path: str | os.PathLike, *, opset: int = 23, for
     Raises:
         ValueError: bad opset/form/dtype/heads; OSError: the directory is not writable.
     """
-    import onnx
 
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
