@@ -157,6 +157,30 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    import platform
+
+    import torch
+
+    from .bench import bench, format_table, plot_scaling, rows_to_json
+    from .validate import stderr_progress
+
+    shapes = [tuple([lbl, int(b), int(s)]) for lbl, b, s in (x.split(":") for x in args.shape)] if args.shape else None
+    kw = dict(dtype=args.dtype, repeat=args.repeat, threads=args.threads, compile=not args.no_compile, progress=stderr_progress)
+    rows = bench(args.preset, shapes=shapes, **kw) if shapes else bench(args.preset, **kw)
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+    print(format_table(rows))
+    if args.json:
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(rows_to_json(rows, device=device, cpus=os.cpu_count(), torch=torch.__version__, dtype=args.dtype), fh, indent=1)
+        print(f"results: {args.json}")
+    if args.plot:
+        print(f"plot: {plot_scaling(args.preset, args.plot, **kw)}")
+    return 0
+
+
 def _add_spec_args(p, default_note=True):
     p.add_argument("--preset", help=f"a preset name (rope-export presets){'; default ' + DEFAULT_PRESET if default_note else ''}")
     p.add_argument("--hf-config", help="a model's config.json (or its folder)")
@@ -205,6 +229,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequence", type=int, nargs=3, default=(1, 2048, 8192), metavar=("MIN", "OPT", "MAX"))
     p.add_argument("--timing-cache", help="read and update this timing cache file")
     p.set_defaults(func=cmd_build_engine)
+
+    p = sub.add_parser("bench", help="time every backend against a copy of the same bytes")
+    p.add_argument("--preset", default="llama-3.1-8b")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--shape", action="append", metavar="LABEL:B:S",
+                   help="e.g. prefill:1:2048 (repeatable; default prefill 2048 and 8192, decode 64x1)")
+    p.add_argument("--repeat", type=int, default=30, help="timed runs per backend (median reported)")
+    p.add_argument("--threads", type=int, help="torch and onnxruntime intra-op threads")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--json", help="write all rows here")
+    p.add_argument("--plot", help="also time prefill at 256..8192 tokens and draw time vs length (PNG)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("plot", help="draw a spec: axes of the pairs, their speeds, the dims they touch")
     _add_spec_args(p)

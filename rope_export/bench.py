@@ -1,0 +1,314 @@
+"""Benchmark every path of one preset against the memory floor, in one process.
+
+RoPE is memory-bound: the floor is reading q and k and writing them back once, so every
+backend is reported as time / copy time, with the copy of the same bytes measured in the
+same run (a numpy copy on CPU, a device-to-device copy on GPU).
+
+Backends: an HF-style rotate_half module (what users run today) eager, our torch module eager
+and under torch.compile, onnxruntime on our fused / table / decomposed / plugin-form graphs,
+onnxruntime on torch's own dynamo export of the HF-style module (the baseline), onnxruntime's
+RotaryEmbedding op fed precomputed cos/sin (the op alone), the Triton kernel (CUDA only) and
+TensorRT (skipped: no builder here). onnxruntime rows run on its CPU provider.
+
+    rope-export bench --preset llama-3.1-8b [--json out.json] [--plot scaling.png]
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .modules import RotaryEmbedding
+from .presets import load_preset, preset_info
+from .spec import RopeSpec
+
+__all__ = ["HFStyleRotary", "BenchRow", "bench", "format_table", "heads_of", "DEFAULT_SHAPES"]
+
+DEFAULT_SHAPES = (("prefill", 1, 2048), ("prefill", 1, 8192), ("decode", 64, 1))
+
+
+class HFStyleRotary(torch.nn.Module):
+    """transformers' Llama / Qwen2-VL rotary as users run it: cat(freqs, freqs), cos/sin in the
+    activation dtype, rotate_half with cat; M-RoPE recomposes sections with split + cat."""
+
+    def __init__(self, spec: RopeSpec):
+        super().__init__()
+        self.register_buffer("inv_freq", torch.tensor(spec.inv_freq, dtype=torch.float32))
+        self.sections = spec.scaling_dict.get("mrope_section") if spec.num_axes == 3 else None
+        self.rot = spec.rotary_dim
+
+    @staticmethod
+    def rotate_half(x):
+        x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
+        return torch.cat((-x2, x1), dim=-1)
+
+    def forward(self, q, k, position_ids):
+        freqs = position_ids[..., None].float() * self.inv_freq
+        if self.sections:
+            freqs = torch.cat([m[i % 3] for i, m in enumerate(freqs.split(self.sections, dim=-1))], dim=-1)
+        elif freqs.dim() == 4:  # 2D specs: rows then columns, as the vision encoders lay them out
+            half = freqs.shape[-1] // 2
+            freqs = torch.cat([freqs[0, ..., :half], freqs[1, ..., half:]], dim=-1)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos().to(q.dtype)[:, None], emb.sin().to(q.dtype)[:, None]
+        out = []
+        for x in (q, k):
+            xr, xp = x[..., : self.rot], x[..., self.rot :]
+            out.append(torch.cat(((xr * cos) + (self.rotate_half(xr) * sin), xp), dim=-1))
+        return tuple(out)
+
+
+@dataclass
+class BenchRow:
+    preset: str
+    shape: str
+    backend: str
+    ms: float | None
+    gbps: float | None
+    x_copy: float | None
+    speedup_vs_hf: float | None
+    note: str = ""
+
+
+def heads_of(preset: str) -> tuple[int, int]:
+    """(Hq, Hk) from the preset's config (vision encoders: Hk = Hq)."""
+    name, _, part = preset.partition(":")
+    cfg = preset_info(name)["config"]
+    if part == "vision" or ("vision_config" in cfg and "text_config" not in cfg and "num_attention_heads" not in cfg):
+        sub = cfg["vision_config"]
+        h = sub.get("num_heads") or sub.get("num_attention_heads")
+        return int(h), int(h)
+    sub = {**cfg, **cfg.get("text_config", {})}
+    hq = sub.get("num_attention_heads") or sub.get("n_head")
+    return int(hq), int(sub.get("num_key_value_heads") or hq)
+
+
+def _timer(device: str, repeat: int):
+    if device == "cuda":
+        def run(fn, sets):
+            for i in range(5):
+                fn(*sets[i % len(sets)])
+            torch.cuda.synchronize()
+            times = []
+            for i in range(repeat):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn(*sets[i % len(sets)])
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end))
+            return statistics.median(times)
+        return run
+
+    def run(fn, sets):
+        for i in range(3):
+            fn(*sets[i % len(sets)])
+        times, budget = [], time.perf_counter() + 10.0
+        for i in range(repeat):
+            t = time.perf_counter()
+            fn(*sets[i % len(sets)])
+            times.append((time.perf_counter() - t) * 1e3)
+            if time.perf_counter() > budget and len(times) >= 5:
+                break
+        return statistics.median(times)
+    return run
+
+
+def _ort_session(path: str, threads: int | None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def _op_alone_graph(spec: RopeSpec, hq: int, hk: int, dtype: str):
+    """Two RotaryEmbedding nodes fed cos/sin [B, S, P] as inputs: the op's own cost."""
+    from onnx import TensorProto, helper
+
+    t = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}[dtype]
+    attrs = dict(rotary_embedding_dim=spec.rotary_dim, interleaved=int(spec.layout == "interleaved"))
+    nodes = [helper.make_node("RotaryEmbedding", [x, "cos", "sin"], [f"{x}_rot"], num_heads=h, **attrs)
+             for x, h in (("q", hq), ("k", hk))]
+    vi = helper.make_tensor_value_info
+    inputs = [vi("q", t, ["B", hq, "S", spec.head_dim]), vi("k", t, ["B", hk, "S", spec.head_dim]),
+              vi("cos", t, ["B", "S", spec.num_pairs]), vi("sin", t, ["B", "S", spec.num_pairs])]
+    outputs = [vi("q_rot", t, ["B", hq, "S", spec.head_dim]), vi("k_rot", t, ["B", hk, "S", spec.head_dim])]
+    return helper.make_model(helper.make_graph(nodes, "op_alone", inputs, outputs), opset_imports=[helper.make_opsetid("", 23)])
+
+
+def _hf_baseline_graph(spec: RopeSpec, path: str, hq: int, hk: int, dtype: torch.dtype):
+    from .export import _quiet, example_inputs
+
+    args = example_inputs(spec, batch=3, seq=11, num_q_heads=hq, num_kv_heads=hk, dtype=dtype)
+    b, s = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    pos_axes = {0: b, 1: s} if spec.num_axes == 1 else {1: b, 2: s}
+    with _quiet():
+        program = torch.onnx.export(HFStyleRotary(spec).eval(), args, dynamo=True, opset_version=23, optimize=True,
+                                    dynamic_shapes={"q": {0: b, 2: s}, "k": {0: b, 2: s}, "position_ids": pos_axes},
+                                    input_names=["q", "k", "position_ids"], output_names=["q_rot", "k_rot"])
+    program.save(path)
+    return path
+
+
+def bench(preset: str, *, shapes=DEFAULT_SHAPES, dtype: str = "float32", device: str | None = None,
+          repeat: int = 30, threads: int | None = None, compile: bool = True, onnx: bool = True,
+          progress=None) -> list[BenchRow]:
+    """Time every backend for ``preset`` at ``shapes`` ((label, batch, seq), ...)."""
+    from .export import export_onnx
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    if threads:
+        torch.set_num_threads(threads)
+    spec = load_preset(preset)
+    hq, hk = heads_of(preset)
+    timer = _timer(device, repeat)
+    ours = RotaryEmbedding(spec).to(device)
+    hf = HFStyleRotary(spec).to(device)
+    compiled = torch.compile(ours) if compile else None
+    triton_reason = None
+    if device == "cuda":
+        from .kernels import triton_available
+
+        triton_reason = triton_available(device)
+        fused = RotaryEmbedding(spec, backend="triton").to(device) if triton_reason is None else None
+    else:
+        triton_reason = "the Triton kernel runs on CUDA tensors"
+    sessions, ort_reason = {}, None
+    tmp = tempfile.TemporaryDirectory()
+    if onnx and dtype == "bfloat16":
+        ort_reason = "onnxruntime CPU has no bfloat16 kernels for these ops"
+    elif onnx:
+        try:
+            forms = [("ort fused (ours)", "fused"), ("ort decomposed (ours)", "decomposed"), ("ort plugin-form (ours)", "plugin")]
+            if spec.num_axes == 1 and spec.length_rule is None and spec.max_position_embeddings:
+                forms.insert(1, ("ort table (ours)", "table"))
+            for label, form in forms:
+                if form == "plugin" and spec.length_rule is not None:
+                    continue
+                p = export_onnx(spec, os.path.join(tmp.name, f"{form}.onnx"), form=form, dtype=dtype, num_q_heads=hq,
+                                num_kv_heads=hk)
+                sessions[label] = _ort_session(p, threads)
+            sessions["ort HF-style dynamo export (baseline)"] = _ort_session(
+                _hf_baseline_graph(spec, os.path.join(tmp.name, "hf.onnx"), hq, hk, torch_dtype), threads)
+            op_alone = _op_alone_graph(spec, hq, hk, dtype)
+            sessions["ort RotaryEmbedding fed cos/sin"] = _ort_session(op_alone.SerializeToString(), threads)
+        except ImportError as exc:
+            ort_reason = f"onnxruntime missing ({exc})"
+    rows: list[BenchRow] = []
+    for label, batch, seq in shapes:
+        shape = f"{label} B={batch} S={seq}"
+        nbytes = 2 * batch * (hq + hk) * seq * spec.head_dim * torch_dtype.itemsize
+        copies = 3 if nbytes > 50e6 else 8
+        g = torch.Generator().manual_seed(0)
+        sets = []
+        for _ in range(copies):
+            q = torch.randn(batch, hq, seq, spec.head_dim, generator=g).to(device=device, dtype=torch_dtype)
+            k = torch.randn(batch, hk, seq, spec.head_dim, generator=g).to(device=device, dtype=torch_dtype)
+            base = torch.randint(0, 4096, (batch, 1), generator=g) + torch.arange(seq)
+            pos = base if spec.num_axes == 1 else base.expand(spec.num_axes, batch, seq).contiguous()
+            sets.append((q, k, pos.to(device)))
+        ms: dict[str, float] = {}
+        notes: dict[str, str] = {}
+
+        def run(name, fn, data=sets):
+            if progress:
+                progress(f"{preset} {shape}: {name}")
+            ms[name] = timer(fn, data)
+
+        if device == "cuda":
+            outs = [(torch.empty_like(q), torch.empty_like(k)) for q, k, _ in sets]
+            run("copy (floor)", lambda q, k, p, i: (outs[i][0].copy_(q), outs[i][1].copy_(k)),
+                [(q, k, p, i) for i, (q, k, p) in enumerate(sets)])
+        else:
+            np_sets = [(q.numpy(), k.numpy(), p) for q, k, p in sets] if torch_dtype != torch.bfloat16 else None
+            if np_sets is None:
+                run("copy (floor)", lambda q, k, p: (q.clone(), k.clone()))
+                notes["copy (floor)"] = "torch clone (numpy has no bfloat16)"
+            else:
+                run("copy (floor)", lambda q, k, p: (q.copy(), k.copy()), np_sets)
+        with torch.no_grad():
+            run("HF-style torch eager", lambda q, k, p: hf(q, k, p))
+            run("ours torch eager", lambda q, k, p: ours(q, k, p))
+            if compiled is not None:
+                run("ours torch.compile", lambda q, k, p: compiled(q, k, p))
+                notes["ours torch.compile"] = "compile time excluded"
+            if device == "cuda" and triton_reason is None:
+                run("ours Triton kernel", lambda q, k, p: fused(q, k, p))
+        if sessions:
+            feeds = [{"q": q.cpu().numpy(), "k": k.cpu().numpy(), "position_ids": p.cpu().numpy()} for q, k, p in sets]
+            for name, sess in sessions.items():
+                if name.startswith("ort RotaryEmbedding fed"):
+                    with torch.no_grad():
+                        cs = [ours.cos_sin(p.cpu()) for _, _, p in sets]
+                    data = [({"q": f["q"], "k": f["k"], "cos": c.numpy().astype(f["q"].dtype), "sin": s.numpy().astype(f["q"].dtype)},)
+                            for f, (c, s) in zip(feeds, cs)]
+                else:
+                    data = [(f,) for f in feeds]
+                if name.startswith("ort table") and seq + 4096 > spec.max_position_embeddings:
+                    notes[name] = "positions past the table"
+                    continue
+                run(name, lambda f, sess=sess: sess.run(None, f), data)
+                if device == "cuda":
+                    notes[name] = "onnxruntime CPU provider (host inputs)"
+        copy = ms["copy (floor)"]
+        hf_ms = ms["HF-style torch eager"]
+        for name, t in ms.items():
+            rows.append(BenchRow(preset, shape, name, t, nbytes / t / 1e6, t / copy, hf_ms / t, notes.get(name, "")))
+        skipped = {"ours Triton kernel": triton_reason, "TensorRT": "no TensorRT builder on this machine"}
+        if ort_reason:
+            skipped["onnxruntime graphs"] = ort_reason
+        for name, why in skipped.items():
+            if why:
+                rows.append(BenchRow(preset, shape, name, None, None, None, None, f"skipped: {why}"))
+        for name, why in notes.items():
+            if name not in ms:
+                rows.append(BenchRow(preset, shape, name, None, None, None, None, f"skipped: {why}"))
+    tmp.cleanup()
+    return rows
+
+
+def format_table(rows: list[BenchRow]) -> str:
+    head = ("preset", "shape", "backend", "ms", "GB/s", "x copy", "vs HF eager", "note")
+    lines = [head]
+    for r in rows:
+        f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
+        lines.append((r.preset, r.shape, r.backend, f(r.ms, ".3f"), f(r.gbps, ".1f"), f(r.x_copy, ".2f"),
+                      f(r.speedup_vs_hf, ".2f"), r.note))
+    widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(l, widths)).rstrip() for l in lines)
+
+
+def rows_to_json(rows: list[BenchRow], **meta) -> dict:
+    return {**meta, "rows": [asdict(r) for r in rows]}
+
+
+def plot_scaling(preset: str, path: str, *, seqs=(256, 1024, 2048, 4096, 8192), **kw) -> str:
+    """Time vs sequence length per backend (batch 1), the copy floor drawn dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = bench(preset, shapes=[("prefill", 1, s) for s in seqs], **kw)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name in dict.fromkeys(r.backend for r in rows if r.ms is not None):
+        pts = [(int(r.shape.split("S=")[1]), r.ms) for r in rows if r.backend == name and r.ms is not None]
+        style = dict(ls="--", color="black") if name.startswith("copy") else {}
+        ax.plot(*zip(*pts), marker="o", label=name, **style)
+    ax.set_xscale("log", base=2), ax.set_yscale("log")
+    ax.set_xlabel("sequence length (batch 1)"), ax.set_ylabel("ms (median)")
+    ax.set_title(f"{preset}: rotary of q and k, {kw.get('dtype', 'float32')}", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
