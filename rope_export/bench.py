@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 from .modules import RotaryEmbedding
@@ -141,7 +142,7 @@ def _op_alone_graph(spec: RopeSpec, hq: int, hk: int, dtype: str):
     inputs = [vi("q", t, ["B", hq, "S", spec.head_dim]), vi("k", t, ["B", hk, "S", spec.head_dim]),
               vi("cos", t, ["B", "S", spec.num_pairs]), vi("sin", t, ["B", "S", spec.num_pairs])]
     outputs = [vi("q_rot", t, ["B", hq, "S", spec.head_dim]), vi("k_rot", t, ["B", hk, "S", spec.head_dim])]
-    return helper.make_model(helper.make_graph(nodes, "op_alone", inputs, outputs), opset_imports=[helper.make_opsetid("", 23)])
+    return helper.make_model(helper.make_graph(nodes, "op_alone", inputs, outputs), opset_imports=[helper.make_opsetid("", 23)], ir_version=10)
 
 
 def _hf_baseline_graph(spec: RopeSpec, path: str, hq: int, hk: int, dtype: torch.dtype):
@@ -229,12 +230,15 @@ def bench(preset: str, *, shapes=DEFAULT_SHAPES, dtype: str = "float32", device:
             run("copy (floor)", lambda q, k, p, i: (outs[i][0].copy_(q), outs[i][1].copy_(k)),
                 [(q, k, p, i) for i, (q, k, p) in enumerate(sets)])
         else:
-            np_sets = [(q.numpy(), k.numpy(), p) for q, k, p in sets] if torch_dtype != torch.bfloat16 else None
-            if np_sets is None:
-                run("copy (floor)", lambda q, k, p: (q.clone(), k.clone()))
-                notes["copy (floor)"] = "torch clone (numpy has no bfloat16)"
+            if torch_dtype == torch.bfloat16:
+                dst = [(torch.empty_like(q), torch.empty_like(k)) for q, k, _ in sets]
+                run("copy (floor)", lambda q, k, i: (dst[i][0].copy_(q), dst[i][1].copy_(k)),
+                    [(q, k, i) for i, (q, k, _) in enumerate(sets)])
+                notes["copy (floor)"] = "torch copy_ (numpy has no bfloat16)"
             else:
-                run("copy (floor)", lambda q, k, p: (q.copy(), k.copy()), np_sets)
+                # Into preallocated arrays: a fresh allocation would time page faults, not memory traffic.
+                np_sets = [(q.numpy(), k.numpy(), np.empty_like(q.numpy()), np.empty_like(k.numpy())) for q, k, _ in sets]
+                run("copy (floor)", lambda q, k, qd, kd: (np.copyto(qd, q), np.copyto(kd, k)), np_sets)
         with torch.no_grad():
             run("HF-style torch eager", lambda q, k, p: hf(q, k, p))
             run("ours torch eager", lambda q, k, p: ours(q, k, p))
@@ -247,8 +251,9 @@ def bench(preset: str, *, shapes=DEFAULT_SHAPES, dtype: str = "float32", device:
             feeds = [{"q": q.cpu().numpy(), "k": k.cpu().numpy(), "position_ids": p.cpu().numpy()} for q, k, p in sets]
             for name, sess in sessions.items():
                 if name.startswith("ort RotaryEmbedding fed"):
+                    host_rope = RotaryEmbedding(spec)  # onnxruntime runs on the host: cos/sin there too
                     with torch.no_grad():
-                        cs = [ours.cos_sin(p.cpu()) for _, _, p in sets]
+                        cs = [host_rope.cos_sin(p.cpu()) for _, _, p in sets]
                     data = [({"q": f["q"], "k": f["k"], "cos": c.numpy().astype(f["q"].dtype), "sin": s.numpy().astype(f["q"].dtype)},)
                             for f, (c, s) in zip(feeds, cs)]
                 else:

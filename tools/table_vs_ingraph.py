@@ -38,7 +38,7 @@ def table_graph(spec, table_len: int, heads_q: int, heads_k: int):
               helper.make_tensor_value_info("sin_cache", f32, [table_len, half])]
     outputs = [helper.make_tensor_value_info(f"{x}_rot", f32, ["B", h, "S", dim]) for x, h in (("q", heads_q), ("k", heads_k))]
     graph = helper.make_graph(nodes, "table_rope", inputs, outputs)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)], ir_version=10)
 
 
 def timeit(fn, repeat: int) -> float:
