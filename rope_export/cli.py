@@ -54,6 +54,7 @@ def cmd_export(args) -> int:
     _print_histogram(path)
     if args.validate:
         args.onnx, args.json, args.seed, args.allow_missing, args.rtol, args.atol = path, None, None, False, None, None
+        args.engine = None
         args.providers = "cpu"
         return cmd_validate(args, spec=None)
     return 0
@@ -108,7 +109,7 @@ def cmd_validate(args, spec=None) -> int:
     tol = {k: v for k, v in (("rtol", args.rtol), ("atol", args.atol)) if v is not None}
     providers = [p.strip() for p in args.providers.split(",") if p.strip()]
     report = validate(args.onnx, spec, providers=providers, seed=args.seed, allow_missing=args.allow_missing,
-                      tolerances=tol or None, progress=stderr_progress)
+                      tolerances=tol or None, progress=stderr_progress, engine=getattr(args, "engine", None))
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
     print(report.table())
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_args(p, default_note=False)
     p.add_argument("--providers", default="cpu", help="comma list: tensorrt,cuda,cpu (default cpu)")
     p.add_argument("--allow-missing", action="store_true", help="an unavailable provider is reported, not failed")
+    p.add_argument("--engine", help="also run this TensorRT engine (rope-export build-engine) and compare it")
     p.add_argument("--seed", type=int, help="fixed input seed (default: fresh each run, printed)")
     p.add_argument("--json", help="write the full report here")
     p.add_argument("--rtol", type=float)

@@ -187,6 +187,46 @@ class OnnxRuntimeRunner:
         return _from_numpy(q), _from_numpy(k)
 
 
+class TensorRTEngineRunner:
+    """A serialized TensorRT engine (``rope-export build-engine``) run on CUDA tensors.
+    Written against TensorRT 10's documented API; not run on our machines (no TensorRT)."""
+
+    def __init__(self, plan_path: str):
+        self.name = "tensorrt-engine"
+        self.ran_on: str | None = None
+        self.unavailable = ""
+        try:
+            import tensorrt as trt
+        except ImportError as exc:
+            self.unavailable = f"TensorRT is not importable ({exc})"
+            return
+        if not torch.cuda.is_available():
+            self.unavailable = "a TensorRT engine needs a CUDA device"
+            return
+        if not os.path.isfile(plan_path):
+            raise ValidationInputError(f"no such engine file: {plan_path}")
+        with open(plan_path, "rb") as fh:
+            self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(fh.read())
+        if self.engine is None:
+            raise ValidationInputError(f"{plan_path} is not a TensorRT engine for this TensorRT version and GPU")
+        self.context = self.engine.create_execution_context()
+        self.ran_on = f"TensorRT {trt.__version__} on {torch.cuda.get_device_name()}"
+
+    def run(self, case: Case) -> tuple[np.ndarray, np.ndarray]:
+        feeds = {"q": case.q.cuda(), "k": case.k.cuda(), "position_ids": case.position_ids.cuda().contiguous()}
+        outs = {"q_rot": torch.empty_like(feeds["q"]), "k_rot": torch.empty_like(feeds["k"])}
+        for name, t in feeds.items():
+            self.context.set_input_shape(name, tuple(t.shape))
+            self.context.set_tensor_address(name, t.data_ptr())
+        for name, t in outs.items():
+            self.context.set_tensor_address(name, t.data_ptr())
+        stream = torch.cuda.current_stream()
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError("TensorRT execution failed")
+        stream.synchronize()
+        return outs["q_rot"].float().cpu().numpy(), outs["k_rot"].float().cpu().numpy()
+
+
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
     if t.dtype == torch.bfloat16:
         import ml_dtypes  # onnxruntime takes bfloat16 numpy arrays through ml_dtypes
@@ -337,6 +377,7 @@ def validate(
     tolerances: dict | None = None,
     cases: Iterable[Case] | None = None,
     progress: Callable[[str], None] | None = None,
+    engine: str | os.PathLike | None = None,
 ) -> ValidationReport:
     """Run ``onnx_path`` on each requested onnxruntime provider and compare with torch.
 
@@ -351,6 +392,8 @@ def validate(
         tolerances: overrides ``{"rtol": .., "atol": ..}`` for the graph's dtype.
         cases: your own `Case` list instead of the built-in ones.
         progress: called with a short message before each provider x case.
+        engine: also run this TensorRT engine (built from ``onnx_path``) as provider
+            "tensorrt-engine"; unavailable without TensorRT and CUDA.
     Returns:
         a `ValidationReport`; ``report.passed`` is the verdict.
     Raises:
@@ -373,9 +416,14 @@ def validate(
     torch_runner, ref_runner = TorchRunner(spec), ReferenceRunner(spec)
     expected = {c.name: torch_runner.run(c) for c in case_list if not c.expect_error}
     exact = {c.name: ref_runner.run(c) for c in case_list if not c.expect_error}
-    for provider in providers:
+    factories = [(p, lambda p=p: OnnxRuntimeRunner(path, p)) for p in providers]
+    if engine is not None:
+        factories.append(("tensorrt-engine", lambda: TensorRTEngineRunner(os.fspath(engine))))
+    for provider, factory in factories:
         try:
-            runner = OnnxRuntimeRunner(path, provider)
+            runner = factory()
+        except ValidationInputError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a session that cannot load is a failed provider
             report.results.append(CaseResult(provider, "(session)", None, "error", detail=f"{type(exc).__name__}: {exc}"))
             continue

@@ -65,3 +65,16 @@ def test_engine_builds_and_matches_torch(tmp_path, form):
     want = rx.RotaryEmbedding(spec).cuda()(q, k, pos)
     for got, w in zip(outs.values(), want):
         assert np.allclose(got.cpu().numpy(), w.cpu().numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_validator_engine_runner_reports_unavailable_here(tmp_path):
+    if REASON is None:
+        pytest.skip("TensorRT is available here")
+    path = rx.export_onnx(rx.load_preset("mistral-7b"), tmp_path / "m.onnx", form="fused")
+    fake_plan = tmp_path / "m.plan"
+    fake_plan.write_bytes(b"not an engine")
+    report = rx.validate(path, providers=("cpu",), engine=fake_plan, seed=1)
+    engine_rows = [r for r in report.results if r.provider == "tensorrt-engine"]
+    assert engine_rows and engine_rows[0].status == "unavailable" and not report.passed
+    assert rx.validate(path, providers=("cpu",), engine=fake_plan, seed=1, allow_missing=True).passed
+    assert main(["validate", path, "--engine", str(fake_plan), "--seed", "1"]) == 1
