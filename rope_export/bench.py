@@ -28,7 +28,7 @@ from .modules import RotaryEmbedding
 from .presets import load_preset, preset_info
 from .spec import RopeSpec
 
-__all__ = ["HFStyleRotary", "BenchRow", "bench", "format_table", "heads_of", "DEFAULT_SHAPES"]
+__all__ = ["HFStyleRotary", "BenchRow", "bench", "format_table", "heads_of", "make_timer", "DEFAULT_SHAPES"]
 
 DEFAULT_SHAPES = (("prefill", 1, 2048), ("prefill", 1, 8192), ("decode", 64, 1))
 
@@ -89,10 +89,15 @@ def heads_of(preset: str) -> tuple[int, int]:
     return int(hq), int(sub.get("num_key_value_heads") or hq)
 
 
-def _timer(device: str, repeat: int):
+def make_timer(device: str, repeat: int, warmup: int | None = None):
+    """``timer(fn, sets) -> median ms``: warm-up, then ``repeat`` timed calls rotating through
+    ``sets``; CUDA events on "cuda" (one synchronised call each), perf_counter on CPU (at most
+    ~10 s a backend)."""
     if device == "cuda":
+        warm = 5 if warmup is None else warmup
+
         def run(fn, sets):
-            for i in range(5):
+            for i in range(warm):
                 fn(*sets[i % len(sets)])
             torch.cuda.synchronize()
             times = []
@@ -106,8 +111,10 @@ def _timer(device: str, repeat: int):
             return statistics.median(times)
         return run
 
+    warm = 3 if warmup is None else warmup
+
     def run(fn, sets):
-        for i in range(3):
+        for i in range(warm):
             fn(*sets[i % len(sets)])
         times, budget = [], time.perf_counter() + 10.0
         for i in range(repeat):
@@ -171,7 +178,7 @@ def bench(preset: str, *, shapes=DEFAULT_SHAPES, dtype: str = "float32", device:
         torch.set_num_threads(threads)
     spec = load_preset(preset)
     hq, hk = heads_of(preset)
-    timer = _timer(device, repeat)
+    timer = make_timer(device, repeat)
     ours = RotaryEmbedding(spec).to(device)
     hf = HFStyleRotary(spec).to(device)
     compiled = torch.compile(ours) if compile else None

@@ -114,8 +114,9 @@ def cmd_validate(args, spec=None) -> int:
         sys.stderr.write("\r\033[K")
     print(report.table())
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            fh.write(report.to_json())
+        from .export import atomic_write
+
+        atomic_write(args.json, report.to_json().encode("utf-8"))
         print(f"report: {args.json}")
     return 0 if report.passed else 1
 

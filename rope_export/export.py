@@ -325,13 +325,20 @@ def export_onnx(spec: RopeSpec, path: str | os.PathLike, *, opset: int = 23, for
         raise OSError(f"output directory is not writable: {directory}")
     model = build_onnx(spec, opset=opset, form=form, dtype=dtype, num_q_heads=num_q_heads, num_kv_heads=num_kv_heads,
                        table_length=table_length)
-    fd, tmp = tempfile.mkstemp(prefix=".rope_export-", suffix=".onnx", dir=directory)
+    atomic_write(path, model.SerializeToString(deterministic=True))
+    return path
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename:
+    readers see the old file or the whole new one, and a failure leaves nothing at ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".rope_export-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(model.SerializeToString(deterministic=True))
+            fh.write(data)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return path

@@ -15,59 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 
 import torch
 
 import rope_export as rx
+from rope_export.bench import HFStyleRotary, make_timer
 from rope_export.kernels.triton_rope import rope_triton
 
 
-class HFStyleRotary(torch.nn.Module):
-    """transformers' Llama / Qwen2-VL rotary as users run it: cat(freqs, freqs), cos/sin in the
-    activation dtype, rotate_half with cat; M-RoPE recomposes sections with split + cat."""
-
-    def __init__(self, spec):
-        super().__init__()
-        self.register_buffer("inv_freq", torch.tensor(spec.inv_freq[: spec.num_pairs], dtype=torch.float32))
-        self.sections = spec.scaling_dict.get("mrope_section")
-        self.rot = spec.rotary_dim
-
-    @staticmethod
-    def rotate_half(x):
-        x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
-        return torch.cat((-x2, x1), dim=-1)
-
-    def forward(self, q, k, position_ids):
-        if self.sections:
-            freqs = position_ids[..., None].float() * self.inv_freq  # [3, B, S, P]
-            freqs = torch.cat([m[i % 3] for i, m in enumerate(freqs.split(self.sections, dim=-1))], dim=-1)
-        else:
-            freqs = position_ids[..., None].float() * self.inv_freq
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos().to(q.dtype)[:, None], emb.sin().to(q.dtype)[:, None]
-        out = []
-        for x in (q, k):
-            xr, xp = x[..., : self.rot], x[..., self.rot :]
-            out.append(torch.cat(((xr * cos) + (self.rotate_half(xr) * sin), xp), dim=-1))
-        return tuple(out)
-
-
-def time_cuda(fn, sets, warmup=10, iters=100):
-    for i in range(warmup):
-        fn(*sets[i % len(sets)])
-    torch.cuda.synchronize()
-    times = []
-    for i in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        args = sets[i % len(sets)]
-        start.record()
-        fn(*args)
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+time_cuda = make_timer("cuda", repeat=100, warmup=10)
 
 
 def time_graph(fn, sets, iters=200):

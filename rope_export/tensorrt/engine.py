@@ -8,11 +8,10 @@ bf16, which breaks rotary embeddings near position 4k.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from dataclasses import dataclass
 
+from ..export import atomic_write
 from . import require_tensorrt
 
 
@@ -70,20 +69,8 @@ def build_engine(onnx_path: str, out_path: str, *, profile: Profile = Profile(),
     engine = builder.build_serialized_network(network, config)
     if engine is None:
         raise RuntimeError("TensorRT failed to build the engine (see the log above)")
-    _atomic_write(out_path, bytes(engine))
+    atomic_write(out_path, bytes(engine))
     if timing_cache:
-        _atomic_write(timing_cache, bytes(cache.serialize()))
+        atomic_write(timing_cache, bytes(cache.serialize()))
     return out_path
 
-
-def _atomic_write(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".rope_export-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
