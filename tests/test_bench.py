@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rope_export.bench import HFStyleRotary, bench, format_table, heads_of
-
 import rope_export as rx
+from rope_export.bench import HFStyleRotary, bench, format_table, heads_of
 
 
 def test_hf_style_module_is_the_model_rotation(gen):

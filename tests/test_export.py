@@ -243,12 +243,15 @@ def test_plugin_form_nodes_attributes_function_and_parity(tmp_path):
             read = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in read.items()}
             want = node_attributes(spec, heads)
             assert set(read) == set(want)
-            # ONNX float attributes are float32: inv_freq holds float32 values already, exactly;
-            # attention_scaling is rounded to float32, as torch does when it scales a float32 cos.
-            assert read["inv_freq"] == pytest.approx(want["inv_freq"], rel=0, abs=0)
-            assert read["attention_scaling"] == float(np.float32(want["attention_scaling"]))
-            floats = ("inv_freq", "attention_scaling")
-            assert {k: read[k] for k in want if k not in floats} == {k: v for k, v in want.items() if k not in floats}
+            # attention_scaling is an ONNX float (float32), rounded as torch rounds it when it
+            # scales a float32 cos.
+            assert read.pop("attention_scaling") == float(np.float32(want.pop("attention_scaling")))
+            assert read == want
+            assert list(node.input[2:]) == ["inv_freq", "axis_of_pair"]
+        tables = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+        assert tables["inv_freq"].dtype == np.float32 and tables["axis_of_pair"].dtype == np.int32
+        assert tables["inv_freq"].tolist() == list(spec.inv_freq)  # float32 values, exactly
+        assert tables["axis_of_pair"].tolist() == list(spec.axis_of_pair)
         assert rx.validate(path, providers=("cpu",), seed=3).passed, preset
         again = rx.export_onnx(spec, tmp_path / "again.onnx", form="plugin", num_q_heads=4, num_kv_heads=2)
         assert open(path, "rb").read() == open(again, "rb").read()

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import EPS32, all_specs, float32_tolerance, pair_norm_max, random_positions
 
 import rope_export as rx
 from rope_export.reference import rotate
-from conftest import EPS32, all_specs, float32_tolerance, pair_norm_max, random_positions
 
 SPECS = all_specs()
 IDS = [name for name, _ in SPECS]

@@ -2,32 +2,35 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import onnx
 import pytest
 
 import rope_export as rx
 from rope_export.cli import main
 from rope_export.plugin_form import node_attributes
-from rope_export.tensorrt import PARSER_FIELDS, PLUGIN_FIELDS, tensorrt_unavailable
+from rope_export.tensorrt import PARSER_FIELDS, PLUGIN_FIELDS, PLUGIN_INPUTS, tensorrt_unavailable
 
 REASON = tensorrt_unavailable()
 
 
 def test_plugin_fields_match_the_onnx_node(tmp_path):
-    """The plugin registers exactly the fields the plugin-form node carries (parser fields aside)."""
+    """The plugin registers exactly the inputs and fields the plugin-form node carries (parser
+    fields aside), in the order TensorRT passes them."""
     path = rx.export_onnx(rx.load_preset("qwen2-vl-7b"), tmp_path / "p.onnx", form="plugin")
-    node = onnx.load(path).graph.node[0]
+    model = onnx.load(path)
+    node = model.graph.node[0]
     names = [a.name for a in node.attribute]
-    assert set(names) == set(PLUGIN_FIELDS) | set(PARSER_FIELDS)
-    assert set(node_attributes(rx.load_preset("qwen2-vl-7b"), 4)) == set(names)
-    import pathlib
-
+    assert names == list(PLUGIN_FIELDS) + list(PARSER_FIELDS)
+    assert list(node_attributes(rx.load_preset("qwen2-vl-7b"), 4)) == names
+    assert list(model.functions[0].input) == list(PLUGIN_INPUTS)
+    assert {i.name for i in model.graph.initializer} == {"inv_freq", "axis_of_pair"}
     source = (pathlib.Path(rx.__file__).parent / "tensorrt" / "plugin.py").read_text()
-    described = source[source.index("def _describe("):source.index(") -> trtp.TensorDesc")]
-    for field in PLUGIN_FIELDS:  # the plugin descriptor declares every field, in order
-        assert f"{field}:" in described, field
-    order = [described.index(f"{f}:") for f in PLUGIN_FIELDS]
-    assert order == sorted(order)
+    for head in ("def _describe(", "def _compile(", "def _run("):
+        signature = source[source.index(head):source.index(")", source.index("attention_scaling", source.index(head)))]
+        order = [signature.index(f"{f}:") for f in PLUGIN_INPUTS + PLUGIN_FIELDS]
+        assert order == sorted(order), head
 
 
 def test_build_engine_without_tensorrt_says_what_is_missing(tmp_path, capsys):

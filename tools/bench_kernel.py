@@ -23,7 +23,6 @@ import rope_export as rx
 from rope_export.bench import HFStyleRotary, make_timer
 from rope_export.kernels.triton_rope import rope_triton
 
-
 time_cuda = make_timer("cuda", repeat=100, warmup=10)
 
 
