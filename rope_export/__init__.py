@@ -6,6 +6,7 @@
     q_rot, k_rot = rope(q, k, position_ids)        # q [B,Hq,S,D], k [B,Hk,S,D], positions [A,B,S]
 """
 
+from . import hf
 from .export import export_onnx
 from .modules import RotaryEmbedding, apply_rotary
 from .presets import list_presets, load_preset, preset_info

@@ -151,6 +151,26 @@ def _graph_dtype(path: str) -> str:
     return meta.get("rope_export.dtype", "float32")
 
 
+def cmd_export_hf(args) -> int:
+    from .hf_export import export_hf
+    from .validate import stderr_progress
+
+    if not os.path.isfile(args.config):
+        raise UsageError(f"no such file: {args.config}")
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        raise UsageError('export-hf needs transformers: pip install "rope-export[hf]"') from None
+    report = export_hf(args.config, args.out, part=args.part, layers=args.layers, exporter=args.exporter,
+                       opset=args.opset, fused=not args.no_fused, seed=args.seed, full_width=args.full_width,
+                       compare_unpatched=not args.no_compare, progress=stderr_progress)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print(report.summary())
+    return 0 if report.passed else 1
+
+
 def cmd_plot(args) -> int:
     from .plot import plot_spec
 
@@ -244,6 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write all rows here")
     p.add_argument("--plot", help="also time prefill at 256..8192 tokens and draw time vs length (PNG)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export-hf", help="export a small random transformers model of a config, patched, and validate it")
+    p.add_argument("--config", required=True, help="a model's config.json")
+    p.add_argument("--part", choices=("text", "vision"), default="text")
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--out", required=True)
+    p.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo")
+    p.add_argument("--opset", type=int, default=23)
+    p.add_argument("--no-fused", action="store_true", help="plain elementwise rotary (opsets below 23)")
+    p.add_argument("--full-width", action="store_true", help="keep the config's widths (default: at most 4 heads, vocab 512)")
+    p.add_argument("--no-compare", action="store_true", help="skip exporting the unpatched model for the node count")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export_hf)
 
     p = sub.add_parser("plot", help="draw a spec: axes of the pairs, their speeds, the dims they touch")
     _add_spec_args(p)

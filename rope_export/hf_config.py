@@ -19,7 +19,7 @@ ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "longrope", "pro
 _ALIASES = {"su": "longrope", "mrope": "default", None: "default"}
 _INTERLEAVED_TEXT = {"gptj", "codegen"}
 _INTERLEAVED_MROPE = {"qwen3_vl", "qwen3_vl_moe", "qwen3_vl_text", "qwen3_vl_moe_text"}
-_DEFAULT_MROPE_SECTION = {"qwen2_vl": [16, 24, 24], "qwen2_5_vl": [16, 24, 24], "qwen3_vl": [24, 20, 20], "qwen3_vl_moe": [24, 20, 20],
+_DEFAULT_MROPE_SECTION = {"qwen2_vl": [16, 24, 24], "qwen2_5_vl": [16, 24, 24], "qwen2_vl_text": [16, 24, 24], "qwen2_5_vl_text": [16, 24, 24], "qwen3_vl": [24, 20, 20], "qwen3_vl_moe": [24, 20, 20],
                           "qwen3_vl_text": [24, 20, 20], "qwen3_vl_moe_text": [24, 20, 20]}
 _VISION_FAMILIES = {
     "pixtral": "pixtral",
@@ -31,6 +31,10 @@ _VISION_FAMILIES = {
     "qwen2_5_vl": "qwen_vl",
     "qwen3_vl": "qwen_vl",
     "qwen3_vl_moe": "qwen_vl",
+    "qwen2_vl_vision": "qwen_vl",
+    "qwen2_5_vl_vision": "qwen_vl",
+    "qwen3_vl_vision": "qwen_vl",
+    "qwen3_vl_moe_vision": "qwen_vl",
 }
 
 

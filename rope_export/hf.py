@@ -1,0 +1,379 @@
+"""Drop-in rotary for Hugging Face transformers models.
+
+``patch(model)`` swaps each rotary module of a transformers model for a rope_export module built
+from the model's own config, and swaps the functions that apply it for ones that run the
+standard ONNX ``RotaryEmbedding`` op when exported. Weights are untouched; ``unpatch`` (or
+leaving the ``with`` block) restores everything.
+
+    import torch, rope_export as rx
+    with rx.hf.patch(model):
+        torch.onnx.export(model, args, "model.onnx", dynamo=True, opset_version=23)  # or dynamo=False
+
+What the swapped code does, by context:
+
+* eager: the same maths as the model's own code (float32 angles and rotation, one cast back);
+* ``torch.onnx.export(dynamo=True)``: ``torch.onnx.ops.rotary_embedding``, which the exporter
+  writes as one ``RotaryEmbedding`` node (opset 23);
+* ``torch.onnx.export(dynamo=False)`` (TorchScript): a custom op whose symbolic writes the same
+  node (opset 23);
+* ``fused=False``: plain elementwise ops in every context (for opsets below 23).
+
+The rotary modules' outputs keep the model's own format (cos/sin ``[..., rotary_dim]`` with the
+halves repeated, Llama 4 vision aside), so code that still calls the original apply functions
+keeps working. The apply functions are module-level names in transformers' modeling files:
+while any model of an architecture is patched, every model of that architecture in the process
+uses the swapped functions (same results, rotation in float32).
+
+Supported (transformers 5.x): text decoders Llama, Mistral, Qwen2, Phi-3, GPT-NeoX, Qwen2-VL,
+Qwen2.5-VL, Qwen3-VL (M-RoPE); vision encoders Pixtral, Llama 4 vision (complex rotary),
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import sys
+
+import torch
+from torch import nn
+
+from .modules import RotaryEmbedding, apply_rotary
+from .spec import RopeSpec
+
+__all__ = ["HFRotary", "Patch", "patch", "unpatch", "SUPPORTED_ROTARY_CLASSES"]
+
+# rotary class -> (kind, module-level apply functions of its modeling file)
+_TEXT = ("text", ("apply_rotary_pos_emb",))
+_MROPE = ("mrope", ("apply_rotary_pos_emb",))
+_VISION_QWEN = ("vision_hw", ("apply_rotary_pos_emb_vision",))
+SUPPORTED_ROTARY_CLASSES = {
+    "LlamaRotaryEmbedding": _TEXT,
+    "MistralRotaryEmbedding": _TEXT,
+    "Qwen2RotaryEmbedding": _TEXT,
+    "Phi3RotaryEmbedding": _TEXT,
+    "GPTNeoXRotaryEmbedding": _TEXT,
+    "Qwen2VLRotaryEmbedding": _MROPE,
+    "Qwen2_5_VLRotaryEmbedding": _MROPE,
+    "Qwen3VLTextRotaryEmbedding": _MROPE,
+    "PixtralVisionRotaryEmbedding": ("vision_hw", ("apply_rotary_pos_emb",)),
+    "Qwen2VLVisionRotaryEmbedding": _VISION_QWEN,
+    "Qwen2_5_VLVisionRotaryEmbedding": _VISION_QWEN,
+    "Qwen3VLVisionRotaryEmbedding": _VISION_QWEN,
+    "Llama4VisionRotaryEmbedding": ("llama4_vision", ("vision_apply_rotary_emb",)),
+}
+_KEEPS_FLOAT32 = {"Qwen2VLVisionRotaryEmbedding", "Qwen2_5_VLVisionRotaryEmbedding", "Qwen3VLVisionRotaryEmbedding"}
+FUSED_OPSET = 23
+
+
+# ------------------------------------------------------------------------ rotation
+@functools.lru_cache(maxsize=64)
+def _layout_spec(head_dim: int, rotary_dim: int, interleaved: bool) -> RopeSpec:
+    # apply_rotary reads only head_dim, rotary_dim and the layout from a spec.
+    return RopeSpec(head_dim=head_dim, rotary_dim=rotary_dim, inv_freq=(1.0,) * (rotary_dim // 2),
+                    layout="interleaved" if interleaved else "half")
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool, fused: bool) -> torch.Tensor:
+    """x ``[B, H, S, D]``; cos/sin ``[B, S, P]`` (P = rotary_dim / 2) -> rotated x."""
+    rotary_dim = 2 * cos.shape[-1]
+    if fused and torch.compiler.is_exporting():
+        return torch.onnx.ops.rotary_embedding(x, cos.to(x.dtype), sin.to(x.dtype), interleaved=interleaved,
+                                               num_heads=x.shape[1], rotary_embedding_dim=rotary_dim)
+    if fused and torch.jit.is_tracing():
+        from .export import _rotary_op
+
+        _register_legacy_symbolic()
+        return _rotary_op(x, cos.to(x.dtype), sin.to(x.dtype), int(interleaved), rotary_dim, x.shape[1])
+    return apply_rotary(x, cos.float(), sin.float(), _layout_spec(int(x.shape[-1]), int(rotary_dim), interleaved))
+
+
+@functools.cache
+def _register_legacy_symbolic() -> None:
+    from torch.onnx import symbolic_helper
+
+    @symbolic_helper.parse_args("v", "v", "v", "i", "i", "i")
+    def symbolic(g, x, cos, sin, interleaved, rotary_dim, num_heads):
+        if g.opset < FUSED_OPSET:
+            raise ValueError(f"rope_export's fused rotary needs opset {FUSED_OPSET} (RotaryEmbedding); got opset "
+                             f"{g.opset}: export with opset_version={FUSED_OPSET} or patch(model, fused=False)")
+        return g.op("RotaryEmbedding", x, cos, sin, interleaved_i=interleaved, rotary_embedding_dim_i=rotary_dim,
+                    num_heads_i=num_heads)
+
+    torch.onnx.register_custom_op_symbolic("rope_export::rotary_embedding", symbolic, 1)
+
+
+def _half(cos: torch.Tensor) -> torch.Tensor:
+    # transformers' cos/sin repeat the P angles twice ([c, c]); the op takes them once.
+    return cos[..., : cos.shape[-1] // 2]
+
+
+def _batch(cos: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    # The op wants cos/sin per batch row; broadcast a shared [1, S, P] only when it must.
+    return cos if cos.shape[0] == x.shape[0] else cos.expand(x.shape[0], -1, -1)
+
+
+def _make_apply(kind_fn: str, original, fused: bool):
+    """The replacement for one module-level apply function."""
+    if kind_fn == "apply_rotary_pos_emb":
+        def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+            # cos/sin: [B, S, R] (unsqueeze_dim 1 or 2) or [S, R] (unsqueeze_dim 0, Pixtral).
+            cos, sin = _half(cos), _half(sin)
+            if cos.dim() == 2:
+                cos, sin = cos[None], sin[None]
+            heads_second = unsqueeze_dim != 2  # q/k [B, H, S, D]; else [B, S, H, D]
+            out = []
+            for x in (q, k):
+                xt = x if heads_second else x.transpose(1, 2)
+                c, s = _batch(cos, xt), _batch(sin, xt)
+                y = _rotate(xt, c, s, False, fused)
+                out.append(y if heads_second else y.transpose(1, 2))
+            return tuple(out)
+
+        return apply_rotary_pos_emb
+    if kind_fn == "apply_rotary_pos_emb_vision":
+        def apply_rotary_pos_emb_vision(q, k, cos, sin):
+            # q/k [N, H, D] (one packed sequence), cos/sin [N, D] float32.
+            c, s = _half(cos)[None], _half(sin)[None]
+            return tuple(_rotate(x.transpose(0, 1)[None], c, s, False, fused)[0].transpose(0, 1) for x in (q, k))
+
+        return apply_rotary_pos_emb_vision
+
+    def vision_apply_rotary_emb(query, key, freqs_ci):
+        if isinstance(freqs_ci, torch.Tensor):  # an unpatched Llama 4 model's complex table
+            return original(query, key, freqs_ci)
+        cos, sin = freqs_ci  # [S, P] each, from HFRotary
+        out = []
+        for x in (query, key):  # [B, S, H, D]
+            c, s = _batch(cos[None], x), _batch(sin[None], x)
+            out.append(_rotate(x.transpose(1, 2), c, s, True, fused).transpose(1, 2))
+        return tuple(out)
+
+    return vision_apply_rotary_emb
+
+
+# ------------------------------------------------------------------- rotary module
+class HFRotary(nn.Module):
+    """Stands in for a transformers rotary module: same call, same output format, computed by
+    `rope_export.RotaryEmbedding.cos_sin` (explicit float32 sin/cos, one gather for M-RoPE/2D).
+
+    Args:
+        spec: from the model's config (`RopeSpec.from_hf_config`).
+        kind: "text" (position_ids ``[B, S]``), "mrope" (``[3, B, S]`` or ``[B, S]``),
+            "vision_hw" (``[N, 2]`` row/column per patch) or "llama4_vision" (no positions:
+            the fixed patch grid plus a class token).
+        keep_float32: return float32 cos/sin (Qwen vision encoders) instead of ``x.dtype``.
+        grid: patches per side (llama4_vision only).
+    Returns (forward): ``(cos, sin)``: ``[B, S, R]`` (text), ``[N, R]`` (vision_hw), R =
+    rotary_dim with the P angles repeated twice; llama4_vision: ``[S, P]`` each, no repeat.
+    """
+
+    def __init__(self, spec: RopeSpec, kind: str, *, keep_float32: bool = False, grid: int | None = None):
+        super().__init__()
+        if kind != "llama4_vision" and spec.layout != "half":
+            raise ValueError(f"{kind} rotary modules use the half layout; the spec says {spec.layout!r}")
+        self.spec, self.kind, self.keep_float32 = spec, kind, keep_float32
+        self.rope = RotaryEmbedding(spec)
+        if kind == "llama4_vision":
+            from .positions import patch_grid_positions
+
+            self.register_buffer("positions", patch_grid_positions(grid, grid, offset=1, cls_token="last"), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}"
+
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor | None = None):
+        if self.kind == "llama4_vision":
+            cos, sin = self.rope.cos_sin(self.positions)
+            return cos[0], sin[0]
+        if self.kind == "mrope" and position_ids.dim() == 2:
+            position_ids = position_ids[None].expand(self.spec.num_axes, -1, -1)
+        vision = self.kind == "vision_hw"
+        if vision:
+            position_ids = position_ids.transpose(0, 1)[:, None]  # [N, 2] -> [2, 1, N]
+        cos, sin = self.rope.cos_sin(position_ids)
+        cos, sin = torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)
+        if vision:
+            cos, sin = cos[0], sin[0]
+        if not self.keep_float32:
+            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        return cos, sin
+
+
+# --------------------------------------------------------------------------- patch
+@dataclasses.dataclass
+class _Swap:
+    original: object
+    replacement: object
+    fused: bool
+    users: int = 0
+
+
+_SWAPS: dict[tuple[str, str], _Swap] = {}
+
+
+class Patch:
+    """A patched model: ``unpatch()`` or leaving the ``with`` block restores it.
+
+    Attributes:
+        model: the model.
+        replaced: ``[(qualified module name, original class name, spec)]``.
+    """
+
+    def __init__(self, model: nn.Module, replaced, modules, swaps):
+        self.model, self.replaced = model, replaced
+        self._modules, self._swaps, self.active = modules, swaps, True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.unpatch()
+        return False
+
+    def unpatch(self) -> None:
+        if not self.active:
+            return
+        for parent, name, original in self._modules:
+            setattr(parent, name, original)
+        for key in self._swaps:
+            swap = _SWAPS[key]
+            swap.users -= 1
+            if swap.users == 0:
+                setattr(sys.modules[key[0]], key[1], swap.original)
+                del _SWAPS[key]
+        self.model.__dict__.pop("_rope_export_patch", None)
+        self.active = False
+
+    def __repr__(self) -> str:
+        rows = ", ".join(f"{name} ({cls})" for name, cls, _ in self.replaced)
+        return f"<rope_export patch of {type(self.model).__name__}: {rows}>"
+
+
+def patch(model: nn.Module, *, fused: bool = True) -> Patch:
+    """Swap the rotary embedding of a transformers model for rope_export's.
+
+    Args:
+        model: a transformers model (a whole model or a part: text model, vision encoder).
+        fused: write the rotation as ``RotaryEmbedding`` (opset 23) when exported; False:
+            plain elementwise ops (any opset).
+    Returns:
+        a `Patch` (also a context manager); already in force when returned.
+    Raises:
+        ValueError: the model has no rotary module, one rope_export does not patch, one whose
+            outputs differ from what its config describes (customised), or is already patched.
+
+    Example:
+        >>> with rx.hf.patch(model) as p:  # doctest: +SKIP
+        ...     print(p.replaced)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if "_rope_export_patch" in model.__dict__ or any(isinstance(m, HFRotary) for m in model.modules()):
+        raise ValueError(f"{type(model).__name__} is already patched by rope_export (unpatch it first)")
+    found, unsupported = [], []
+    for name, module in model.named_modules():
+        cls = type(module).__name__
+        if cls in SUPPORTED_ROTARY_CLASSES:
+            found.append((name, module))
+        elif "Rotary" in cls:
+            unsupported.append(f"{name or '<model>'} ({cls})")
+    if unsupported:
+        raise ValueError(f"{type(model).__name__} has rotary modules rope_export does not patch: {', '.join(unsupported)}; "
+                         f"supported: {', '.join(sorted(SUPPORTED_ROTARY_CLASSES))}")
+    if not found:
+        raise ValueError(f"{type(model).__name__} has no rotary module rope_export knows "
+                         f"(looked for {', '.join(sorted(SUPPORTED_ROTARY_CLASSES))})")
+
+    plans = [(name, module, _build(name, module)) for name, module in found]  # all checks before any change
+    keys = []
+    for _, module, _ in plans:
+        kind, functions = SUPPORTED_ROTARY_CLASSES[type(module).__name__]
+        for fn in functions:
+            key = (type(module).__module__, fn)
+            if key in _SWAPS and _SWAPS[key].fused != fused:
+                raise ValueError(f"{key[0]}.{fn} is already patched with fused={_SWAPS[key].fused} by another model")
+            if key not in keys:
+                keys.append(key)
+
+    modules, replaced = [], []
+    for name, module, adapter in plans:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        modules.append((parent, child, module))
+        setattr(parent, child, adapter)
+        replaced.append((name, type(module).__name__, adapter.spec))
+    for key in keys:
+        if key not in _SWAPS:
+            original = getattr(sys.modules[key[0]], key[1])
+            _SWAPS[key] = _Swap(original, _make_apply(key[1], original, fused), fused)
+            setattr(sys.modules[key[0]], key[1], _SWAPS[key].replacement)
+        _SWAPS[key].users += 1
+    result = Patch(model, replaced, modules, keys)
+    model.__dict__["_rope_export_patch"] = result
+    return result
+
+
+def unpatch(model: nn.Module) -> None:
+    """Undo `patch` on ``model`` (ValueError if it is not patched)."""
+    current = model.__dict__.get("_rope_export_patch")
+    if current is None:
+        raise ValueError(f"{type(model).__name__} is not patched by rope_export")
+    current.unpatch()
+
+
+def _build(name: str, module: nn.Module) -> HFRotary:
+    """The replacement for one rotary module, checked against the module itself."""
+    cls = type(module).__name__
+    kind, _ = SUPPORTED_ROTARY_CLASSES[cls]
+    config = getattr(module, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        raise ValueError(f"{name} ({cls}) carries no config to build a rope spec from")
+    part = "text" if kind in ("text", "mrope") else "vision"
+    try:
+        spec = RopeSpec.from_hf_config(config.to_dict(), part=part, name=f"{getattr(config, 'model_type', cls)}")
+    except ValueError as exc:
+        raise ValueError(f"{name} ({cls}): cannot read the rotary description from its config: {exc}") from None
+    grid = None
+    if kind == "llama4_vision":
+        grid = int(config.image_size) // int(config.patch_size)
+    adapter = HFRotary(spec, kind, keep_float32=cls in _KEEPS_FLOAT32, grid=grid)
+    _check_same_outputs(name, module, adapter)
+    return adapter
+
+
+def _probe_positions(kind: str) -> torch.Tensor:
+    steps = torch.tensor([0, 1, 2, 3, 7, 31, 100, 1000, 4000])
+    if kind == "text":
+        return steps[None]
+    if kind == "mrope":  # three different streams, as an image grid gives
+        return torch.stack([steps, steps // 2 + 1, (steps * 3) % 97])[:, None]
+    return torch.stack([steps % 37, (steps * 7) % 41], dim=-1)  # [N, 2] rows, columns
+
+
+def _check_same_outputs(name: str, module: nn.Module, adapter: HFRotary) -> None:
+    """Refuse a rotary module whose outputs differ from what its config describes: a
+    customised module we would silently change."""
+    device = next((b.device for b in module.buffers()), torch.device("cpu"))
+    adapter.to(device)
+    probe = copy.deepcopy(module)  # dynamic rules update buffers; leave the model's untouched
+    x = torch.zeros(1, device=device)
+    with torch.no_grad():
+        if adapter.kind == "llama4_vision":
+            freqs = probe(x)[:, 0]
+            want, got = (freqs.real, freqs.imag), adapter(x)
+        else:
+            pos = _probe_positions(adapter.kind).to(device)
+            want, got = probe(x, pos), adapter(x, pos)
+    for label, w, g in zip(("cos", "sin"), want, got):
+        w, g = w.float(), g.float()
+        if w.shape != g.shape:
+            raise ValueError(f"{name} ({type(module).__name__}) gives {label} of shape {tuple(w.shape)}, rope_export "
+                             f"{tuple(g.shape)}: the module was customised in a way rope_export does not recognise")
+        err = float((w - g).abs().max())
+        # Same float32 operations on both sides; 1e-5 admits a few ulps of sin/cos at angles near 4000.
+        if err > 1e-5:
+            raise ValueError(f"{name} ({type(module).__name__}): its {label} differs from its config's rotary by "
+                             f"{err:.3g} (spec: {adapter.spec.describe()}): the module was customised in a way "
+                             "rope_export does not recognise")

@@ -1,0 +1,330 @@
+"""Whole-model export, proven end to end: build a small random transformers model from a
+config.json, patch its rotary (`rope_export.hf`), export it, and check the ONNX on onnxruntime
+against the unpatched model on the same inputs.
+
+    report = export_hf("config.json", "model.onnx", part="text", layers=2)
+    print(report.summary())
+
+No weights and no downloads: the model is randomly initialised from the config, with N layers
+and, unless ``full_width``, narrower layers (at most 4 query heads, vocabulary 512). Every
+field the rotary depends on (head_dim, rope parameters, sections, partial rotary) is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import os
+import sys
+import tempfile
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import hf
+from .export import _quiet, atomic_write
+from .hf_config import load_config, select_part
+
+__all__ = ["HFExportReport", "export_hf", "tiny_model", "example_inputs", "export_model", "RTOL"]
+
+TEXT_TYPES = ("llama", "mistral", "qwen2", "phi3", "gpt_neox", "qwen2_vl_text", "qwen2_5_vl_text", "qwen3_vl_text")
+VISION_TYPES = ("pixtral", "llama4_vision_model", "qwen2_vl_vision", "qwen2_5_vl_vision", "qwen3_vl_vision")
+# The ONNX output against the unpatched model, float32: |diff| <= RTOL * max(1, max|reference|).
+# Measured: at most 1.3e-6 relative (float32 rounding through a few layers, every preset's
+# architecture at 2 layers), so 15x headroom; swapped M-RoPE sections in a tiny random model
+# already differ by 30x RTOL (tests/test_hf.py).
+RTOL = 2e-5
+# Vision encoders AutoModel does not map to their own class.
+_VISION_CLASSES = {"llama4_vision_model": ("llama4.modeling_llama4", "Llama4VisionModel"),
+                   "qwen2_vl_vision": ("qwen2_vl.modeling_qwen2_vl", "Qwen2VisionTransformerPretrainedModel")}
+# A whole VLM's model_type -> the model_type of the part export-hf builds.
+_TEXT_OF = {"qwen2_vl": "qwen2_vl_text", "qwen2_5_vl": "qwen2_5_vl_text", "qwen3_vl": "qwen3_vl_text"}
+_VISION_OF = {"qwen2_vl": "qwen2_vl_vision", "qwen2_5_vl": "qwen2_5_vl_vision", "qwen3_vl": "qwen3_vl_vision",
+              "llama4": "llama4_vision_model", "mistral3": "pixtral", "llava": "pixtral"}
+
+
+def _narrow(cfg: dict, part: str, layers: int) -> dict:
+    """Fewer layers, fewer heads, smaller vocabulary; head_dim and every rope field kept."""
+    cfg = dict(cfg)
+    if part == "text":
+        heads = int(cfg.get("num_attention_heads") or cfg["n_head"])
+        head_dim = int(cfg.get("head_dim") or int(cfg.get("hidden_size") or cfg["n_embd"]) // heads)
+        kv = int(cfg.get("num_key_value_heads") or heads)
+        new_kv = min(kv, 2)
+        new_heads = new_kv * min(heads // kv, 2)
+        cfg.update(num_attention_heads=new_heads, num_key_value_heads=new_kv, hidden_size=new_heads * head_dim,
+                   intermediate_size=2 * new_heads * head_dim, vocab_size=min(int(cfg.get("vocab_size", 512)), 512))
+        if "head_dim" in cfg:
+            cfg["head_dim"] = head_dim
+        for key in ("layer_types", "max_window_layers"):
+            cfg.pop(key, None)
+        cfg.update(bos_token_id=None, eos_token_id=None, pad_token_id=None)  # ids past the smaller vocabulary
+        return cfg
+    heads = int(cfg.get("num_heads") or cfg["num_attention_heads"])
+    width = int(cfg.get("embed_dim") or cfg["hidden_size"])
+    head_dim = int(cfg.get("head_dim") or width // heads)
+    new_heads = min(heads, 2)
+    new_width = new_heads * head_dim
+    model_type = cfg.get("model_type")
+    if model_type == "llama4_vision_model":
+        # The pixel-shuffle projector takes hidden / ratio**2 features.
+        ratio = float(cfg.get("pixel_shuffle_ratio", 0.5))
+        cfg.update(hidden_size=new_width, num_attention_heads=new_heads, intermediate_size=int(new_width / ratio**2),
+                   vision_output_dim=new_width, projector_input_dim=new_width, projector_output_dim=new_width)
+    elif model_type == "pixtral":
+        cfg.update(hidden_size=new_width, num_attention_heads=new_heads, intermediate_size=2 * new_width)
+    else:  # Qwen vision: embed_dim is the attention width, hidden_size the merger's output
+        cfg.update(embed_dim=new_width, num_heads=new_heads, hidden_size=new_width, intermediate_size=2 * new_width,
+                   out_hidden_size=new_width)
+        if "deepstack_visual_indexes" in cfg:
+            cfg["deepstack_visual_indexes"] = []
+    return cfg
+
+
+def tiny_model(config, part: str = "text", layers: int = 2, *, seed: int = 0, full_width: bool = False) -> nn.Module:
+    """A randomly initialised transformers model of the config's architecture.
+
+    Args:
+        config: a config.json path or dict (a whole VLM config: ``part`` picks the half).
+        part: "text" (the decoder) or "vision" (the vision encoder).
+        layers: decoder / encoder layers.
+        full_width: keep the config's widths (heads, hidden size, vocabulary).
+    Returns:
+        the model, float32, in eval mode (eager attention).
+    """
+    import transformers
+
+    if not isinstance(layers, int) or layers < 1:
+        raise ValueError(f"layers must be a positive int, got {layers!r}")
+    raw = load_config(config)
+    part, sub, parent = select_part(raw, part)
+    model_type = str(sub.get("model_type") or parent.get("model_type") or "")
+    model_type = (_TEXT_OF if part == "text" else _VISION_OF).get(model_type, model_type)
+    supported = TEXT_TYPES if part == "text" else VISION_TYPES
+    if model_type not in supported:
+        raise ValueError(f"model_type {model_type!r} ({part}) is not supported by export-hf; supported: {', '.join(supported)}")
+    drop = ("text_config", "vision_config", "architectures", "auto_map", "torch_dtype", "dtype", "transformers_version")
+    cfg = {k: v for k, v in sub.items() if k not in drop}
+    cfg["model_type"] = model_type
+    scaling = cfg.get("rope_scaling")
+    if isinstance(scaling, dict) and scaling.get("type", scaling.get("rope_type")) in ("su", "longrope"):
+        # Older Phi-3 files: "su" is LongRoPE, and transformers 5 wants the original length inside.
+        cfg["rope_scaling"] = {**{k: v for k, v in scaling.items() if k != "type"}, "rope_type": "longrope"}
+        if "original_max_position_embeddings" in cfg:
+            cfg["rope_scaling"].setdefault("original_max_position_embeddings", cfg["original_max_position_embeddings"])
+    if not full_width:
+        cfg = _narrow(cfg, part, layers)
+    cfg.pop("model_type")
+    cfg["depth" if model_type in ("qwen2_vl_vision", "qwen2_5_vl_vision", "qwen3_vl_vision") else "num_hidden_layers"] = layers
+    try:
+        config_obj = transformers.AutoConfig.for_model(model_type, **cfg)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds for a bad config
+        raise ValueError(f"transformers cannot build a {model_type} config from this file: {exc}") from None
+    config_obj._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    if model_type in _VISION_CLASSES:
+        module, cls = _VISION_CLASSES[model_type]
+        model = getattr(importlib.import_module(f"transformers.models.{module}"), cls)(config_obj)
+    else:
+        model = transformers.AutoModel.from_config(config_obj, attn_implementation="eager")
+    return model.float().eval()
+
+
+class _Text(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, position_ids):
+        return self.model(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
+
+
+class _Vision(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs):
+        return self.model(*inputs).last_hidden_state
+
+
+def _kind(model: nn.Module) -> str:
+    name = type(model).__name__
+    if "Vision" in name:
+        return "llama4_vision" if name.startswith("Llama4") else ("pixtral" if name.startswith("Pixtral") else "qwen_vision")
+    return "mrope" if name.startswith("Qwen2VL") or name.startswith("Qwen2_5_VL") or name.startswith("Qwen3VL") else "text"
+
+
+def example_inputs(model: nn.Module, *, batch: int = 2, seq: int = 9, seed: int = 0):
+    """(wrapper module, input tuple, input names, dynamic axes) for ``model``.
+
+    Text: ``input_ids`` [B, S] and ``position_ids`` ([B, S], or [3, B, S] with three different
+    streams for M-RoPE), B and S dynamic. Vision: one image at a fixed size (non-square for
+    Pixtral and Qwen, the configured size for Llama 4), static shapes.
+    """
+    g = torch.Generator().manual_seed(seed)
+    kind, cfg = _kind(model), model.config
+    if kind in ("text", "mrope"):
+        ids = torch.randint(0, cfg.vocab_size, (batch, seq), generator=g)
+        steps = torch.arange(seq) + int(torch.randint(0, 50, (1,), generator=g))
+        if kind == "text":
+            pos = steps.expand(batch, seq).contiguous()
+            axes = {"input_ids": {0: "batch", 1: "sequence"}, "position_ids": {0: "batch", 1: "sequence"}}
+        else:  # t, h, w streams as an image grid gives them
+            pos = torch.stack([steps, steps // 3, steps % 4])[:, None].expand(3, batch, seq).contiguous()
+            axes = {"input_ids": {0: "batch", 1: "sequence"}, "position_ids": {1: "batch", 2: "sequence"}}
+        return _Text(model), (ids, pos), ["input_ids", "position_ids"], axes
+    if kind == "llama4_vision":
+        pixels = torch.randn(1, cfg.num_channels, cfg.image_size, cfg.image_size, generator=g)
+        return _Vision(model), (pixels,), ["pixel_values"], {}
+    patch = int(cfg.patch_size)
+    if kind == "pixtral":
+        pixels = torch.randn(1, cfg.num_channels, 4 * patch, 3 * patch, generator=g)
+        return _Vision(model), (pixels,), ["pixel_values"], {}
+    merge, temporal = int(cfg.spatial_merge_size), int(getattr(cfg, "temporal_patch_size", 2))
+    grid = torch.tensor([[1, 2 * merge, 3 * merge]])
+    features = torch.randn(int(grid.prod()), cfg.in_channels * temporal * patch * patch, generator=g)
+    return _Vision(model), (features, grid), ["hidden_states", "grid_thw"], {}
+
+
+@contextlib.contextmanager
+def _silent_fds():
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stdout.flush(), sys.stderr.flush()
+        os.dup2(null, 1), os.dup2(null, 2)
+        yield
+    finally:
+        sys.stdout.flush(), sys.stderr.flush()
+        os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+
+
+def _onnx_bytes(wrapper, args, names, axes, *, exporter: str, opset: int) -> bytes:
+    with _silent_fds():  # both exporters print whole graphs when they fail; the exception says enough
+        return _export_bytes(wrapper, args, names, axes, exporter=exporter, opset=opset)
+
+
+def _export_bytes(wrapper, args, names, axes, *, exporter: str, opset: int) -> bytes:
+    if exporter == "dynamo":
+        dims = {}
+        for name, spec in axes.items():
+            dims[name] = {i: torch.export.Dim(label, min=1) for i, label in spec.items()}
+        dynamic = tuple(dims.get(n) for n in names) if dims else None
+        with _quiet():
+            program = torch.onnx.export(wrapper, args, dynamo=True, opset_version=opset, dynamic_shapes=dynamic,
+                                        input_names=names, output_names=["last_hidden_state"], verify=False, report=False)
+        return program.model_proto.SerializeToString()
+    with tempfile.TemporaryDirectory() as tmp, _quiet():
+        path = os.path.join(tmp, "m.onnx")
+        torch.onnx.export(wrapper, args, path, dynamo=False, opset_version=opset, input_names=names,
+                          output_names=["last_hidden_state"], dynamic_axes=axes or None)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def export_model(model: nn.Module, path, *, exporter: str = "dynamo", opset: int = 23, fused: bool = True,
+                 seed: int = 0) -> str:
+    """Patch ``model``, export it (inputs from `example_inputs`) to ``path`` atomically, unpatch.
+    Returns the path."""
+    if exporter not in ("dynamo", "legacy"):
+        raise ValueError(f"exporter must be 'dynamo' or 'legacy', got {exporter!r}")
+    wrapper, args, names, axes = example_inputs(model, seed=seed)
+    with hf.patch(model, fused=fused):
+        data = _onnx_bytes(wrapper, args, names, axes, exporter=exporter, opset=opset)
+    atomic_write(path, data)
+    return os.fspath(path)
+
+
+@dataclasses.dataclass
+class HFExportReport:
+    path: str
+    model: str
+    exporter: str
+    replaced: list
+    nodes: int
+    rotary_nodes: int
+    nodes_unpatched: int | None
+    unpatched_error: str | None
+    max_abs_diff: float
+    tolerance: float
+    checked_shapes: list
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.tolerance
+
+    def summary(self) -> str:
+        lines = [f"{self.model}: exported with the {self.exporter} exporter to {self.path}"]
+        for name, cls, spec in self.replaced:
+            lines.append(f"  patched {name} ({cls}): {spec.describe()}")
+        before = (f"{self.nodes_unpatched} nodes unpatched" if self.nodes_unpatched is not None
+                  else f"unpatched export fails: {self.unpatched_error}")
+        lines.append(f"  graph: {self.nodes} nodes, {self.rotary_nodes} RotaryEmbedding ({before})")
+        lines.append(f"  onnxruntime vs unpatched transformers, shapes {self.checked_shapes}: max |diff| "
+                     f"{self.max_abs_diff:.3g} (tolerance {self.tolerance:.3g}) -> {'PASS' if self.passed else 'FAIL'}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["replaced"] = [(n, c, s.to_dict()) for n, c, s in self.replaced]
+        d["passed"] = self.passed
+        return d
+
+
+def export_hf(config, out, *, part: str = "text", layers: int = 2, exporter: str = "dynamo", opset: int = 23,
+              fused: bool = True, seed: int = 0, full_width: bool = False, compare_unpatched: bool = True,
+              progress=None) -> HFExportReport:
+    """Build a small random model from ``config``, patch, export to ``out``, validate.
+
+    The ONNX runs on onnxruntime (CPU) at the export shapes and, for text models, at a second
+    batch/sequence size; each output is compared with the unpatched transformers model on the
+    same inputs. ``compare_unpatched`` also exports the unpatched model (node count, or the
+    exporter's error). Nothing is written at ``out`` if the export fails.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    say = progress or (lambda msg: None)
+    say("building the model")
+    model = tiny_model(config, part, layers, seed=seed, full_width=full_width)
+    wrapper, args, names, axes = example_inputs(model, seed=seed)
+    say(f"exporting {type(model).__name__} (patched, {exporter})")
+    with hf.patch(model, fused=fused) as patched:
+        data = _onnx_bytes(wrapper, args, names, axes, exporter=exporter, opset=opset)
+        replaced = patched.replaced
+    proto = onnx.load_from_string(data)
+    ops = [n.op_type for n in proto.graph.node]
+    unpatched_nodes = unpatched_error = None
+    if compare_unpatched:
+        say("exporting the unpatched model, for comparison")
+        try:
+            unpatched_nodes = len(onnx.load_from_string(_onnx_bytes(wrapper, args, names, axes, exporter=exporter,
+                                                                    opset=opset)).graph.node)
+        except Exception as exc:  # noqa: BLE001 - the exporter's own failure is the finding
+            unpatched_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    say("running onnxruntime")
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    cases = [args]
+    if axes:  # a batch and sequence the export never saw
+        cases.append(example_inputs(model, batch=3, seq=13, seed=seed + 1)[1])
+    worst, scale, shapes = 0.0, 1.0, []
+    for case in cases:
+        with torch.no_grad():
+            want = wrapper(*case).numpy()
+        fed = {i.name for i in session.get_inputs()}  # the legacy exporter folds inputs used only in Python
+        got = session.run(None, {n: a.numpy() for n, a in zip(names, case) if n in fed})[0]
+        if got.shape != want.shape:
+            raise RuntimeError(f"onnxruntime output shape {got.shape} != transformers {want.shape}")
+        worst = max(worst, float(np.abs(got - want).max()))
+        scale = max(scale, float(np.abs(want).max()))
+        shapes.append(tuple(case[0].shape))
+    atomic_write(out, data)
+    return HFExportReport(path=os.fspath(out), model=type(model).__name__, exporter=exporter, replaced=replaced,
+                          nodes=len(ops), rotary_nodes=ops.count("RotaryEmbedding"), nodes_unpatched=unpatched_nodes,
+                          unpatched_error=unpatched_error, max_abs_diff=worst, tolerance=RTOL * scale,
+                          checked_shapes=shapes)
