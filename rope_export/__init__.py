@@ -27,5 +27,6 @@ __all__ = [
     "list_presets",
     "load_preset",
     "preset_info",
+    "hf",
     "__version__",
 ]

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import importlib
 import os
+import re
 import sys
 import tempfile
 
@@ -32,9 +33,9 @@ __all__ = ["HFExportReport", "export_hf", "tiny_model", "example_inputs", "expor
 TEXT_TYPES = ("llama", "mistral", "qwen2", "phi3", "gpt_neox", "qwen2_vl_text", "qwen2_5_vl_text", "qwen3_vl_text")
 VISION_TYPES = ("pixtral", "llama4_vision_model", "qwen2_vl_vision", "qwen2_5_vl_vision", "qwen3_vl_vision")
 # The ONNX output against the unpatched model, float32: |diff| <= RTOL * max(1, max|reference|).
-# Measured: at most 1.3e-6 relative (float32 rounding through a few layers, every preset's
-# architecture at 2 layers), so 15x headroom; swapped M-RoPE sections in a tiny random model
-# already differ by 30x RTOL (tests/test_hf.py).
+# Measured: at most 1.8e-6 relative (float32 rounding; every preset's architecture at 2 layers,
+# no growth at 8: benchmarks/results/hf_export_matrix.md), so 10x headroom; swapped M-RoPE
+# sections in a tiny random model already differ by 30x RTOL (tests/test_hf.py).
 RTOL = 2e-5
 # Vision encoders AutoModel does not map to their own class.
 _VISION_CLASSES = {"llama4_vision_model": ("llama4.modeling_llama4", "Llama4VisionModel"),
@@ -137,8 +138,9 @@ class _Text(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, position_ids):
-        return self.model(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
+    def forward(self, input_ids, attention_mask, position_ids):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          use_cache=False).last_hidden_state
 
 
 class _Vision(nn.Module):
@@ -160,8 +162,8 @@ def _kind(model: nn.Module) -> str:
 def example_inputs(model: nn.Module, *, batch: int = 2, seq: int = 9, seed: int = 0):
     """(wrapper module, input tuple, input names, dynamic axes) for ``model``.
 
-    Text: ``input_ids`` [B, S] and ``position_ids`` ([B, S], or [3, B, S] with three different
-    streams for M-RoPE), B and S dynamic. Vision: one image at a fixed size (non-square for
+    Text: ``input_ids`` [B, S], ``attention_mask`` [B, S] (ones) and ``position_ids`` ([B, S],
+    or [3, B, S] with three different streams for M-RoPE), B and S dynamic. Vision: one image at a fixed size (non-square for
     Pixtral and Qwen, the configured size for Llama 4), static shapes.
     """
     g = torch.Generator().manual_seed(seed)
@@ -169,13 +171,15 @@ def example_inputs(model: nn.Module, *, batch: int = 2, seq: int = 9, seed: int 
     if kind in ("text", "mrope"):
         ids = torch.randint(0, cfg.vocab_size, (batch, seq), generator=g)
         steps = torch.arange(seq) + int(torch.randint(0, 50, (1,), generator=g))
+        mask = torch.ones(batch, seq, dtype=torch.int64)
+        axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
         if kind == "text":
             pos = steps.expand(batch, seq).contiguous()
-            axes = {"input_ids": {0: "batch", 1: "sequence"}, "position_ids": {0: "batch", 1: "sequence"}}
+            axes["position_ids"] = {0: "batch", 1: "sequence"}
         else:  # t, h, w streams as an image grid gives them
             pos = torch.stack([steps, steps // 3, steps % 4])[:, None].expand(3, batch, seq).contiguous()
-            axes = {"input_ids": {0: "batch", 1: "sequence"}, "position_ids": {1: "batch", 2: "sequence"}}
-        return _Text(model), (ids, pos), ["input_ids", "position_ids"], axes
+            axes["position_ids"] = {1: "batch", 2: "sequence"}
+        return _Text(model), (ids, mask, pos), ["input_ids", "attention_mask", "position_ids"], axes
     if kind == "llama4_vision":
         pixels = torch.randn(1, cfg.num_channels, cfg.image_size, cfg.image_size, generator=g)
         return _Vision(model), (pixels,), ["pixel_values"], {}
@@ -306,7 +310,8 @@ def export_hf(config, out, *, part: str = "text", layers: int = 2, exporter: str
             unpatched_nodes = len(onnx.load_from_string(_onnx_bytes(wrapper, args, names, axes, exporter=exporter,
                                                                     opset=opset)).graph.node)
         except Exception as exc:  # noqa: BLE001 - the exporter's own failure is the finding
-            unpatched_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines()[0]  # the exporter colours its text
+            unpatched_error = f"{type(exc).__name__}: {first[:200]}"
     say("running onnxruntime")
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     cases = [args]

@@ -91,7 +91,7 @@ def test_dynamo_export_has_rotary_nodes_fewer_nodes_and_matches(name):
         assert np.abs(got - want).max() <= RTOL * max(1.0, np.abs(want).max())
 
 
-@pytest.mark.parametrize("name", ["qwen2-vl-text", "pixtral-vision", "llama4-vision"])
+@pytest.mark.parametrize("name", list(CASES))
 def test_legacy_exporter(name):
     model = _build(name)
     wrapper, args, names, axes = example_inputs(model)
@@ -113,9 +113,9 @@ def test_tolerance_catches_swapped_sections():
     wrapper, args, names, axes = example_inputs(model)
     with rx.hf.patch(model):
         data = _onnx_bytes(wrapper, args, names, axes, exporter="dynamo", opset=23)
-    ids, pos = args
+    ids, mask, pos = args
     with torch.no_grad():
-        want = wrapper(ids, pos[[0, 2, 1]]).numpy()
+        want = wrapper(ids, mask, pos[[0, 2, 1]]).numpy()
     err = np.abs(_run_onnx(data, names, args) - want).max()
     assert err > 10 * RTOL * max(1.0, np.abs(want).max()), err
 

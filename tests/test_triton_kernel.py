@@ -140,7 +140,6 @@ def test_plugin_kernel_matches_module(name, spec, dtype, gen):
 
 
 def test_plugin_kernel_refuses_strided_tensors():
-    spec = rx.load_preset("mistral-7b")
     x = torch.randn(1, 4, 3, 128).transpose(1, 2).to(DEVICE)
     with pytest.raises(ValueError, match="dense"):
         rope_plugin_launch(x, torch.zeros(1, 1, 4, dtype=torch.int64, device=DEVICE), torch.ones(64, device=DEVICE),
