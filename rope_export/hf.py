@@ -35,6 +35,7 @@ import copy
 import dataclasses
 import functools
 import sys
+import warnings
 
 import torch
 from torch import nn
@@ -339,7 +340,20 @@ def _build(name: str, module: nn.Module) -> HFRotary:
     if kind == "llama4_vision":
         grid = int(config.image_size) // int(config.patch_size)
     adapter = HFRotary(spec, kind, keep_float32=cls in _KEEPS_FLOAT32, grid=grid)
-    _check_same_outputs(name, module, adapter)
+    rounded = {b.dtype for b in module.buffers() if b.is_floating_point() and b.dtype != torch.float32}
+    if len(rounded) == 1:
+        # A model cast with .to(bfloat16) rounds its inv_freq buffer, and transformers computes
+        # the angles from the rounded values: check against those, then use the config's.
+        (dtype,) = rounded
+        as_cast = tuple(torch.tensor(spec.inv_freq).to(dtype).float().tolist())
+        _check_same_outputs(name, module, HFRotary(dataclasses.replace(spec, inv_freq=as_cast), kind,
+                                                   keep_float32=adapter.keep_float32, grid=grid))
+        warnings.warn(f"{name} ({cls}) holds its frequencies in {str(dtype).replace('torch.', '')} (the model was cast "
+                      "with .to()), so transformers computes its angles from rounded frequencies; the patched module "
+                      "uses the config's float32 values, and outputs differ from the unpatched model by that rounding",
+                      stacklevel=3)
+    else:
+        _check_same_outputs(name, module, adapter)
     return adapter
 
 

@@ -208,7 +208,11 @@ def _silent_fds():
             os.close(fd)
 
 
-def _onnx_bytes(wrapper, args, names, axes, *, exporter: str, opset: int) -> bytes:
+def _onnx_bytes(wrapper, args, names, axes, *, exporter: str, opset: int, fused: bool = False) -> bytes:
+    if fused and opset < hf.FUSED_OPSET:
+        # The dynamo exporter would write RotaryEmbedding into the lower-opset graph anyway.
+        raise ValueError(f"the fused rotary needs opset {hf.FUSED_OPSET} (RotaryEmbedding); got {opset}: "
+                         "use opset 23 or fused=False (--no-fused)")
     with _silent_fds():  # both exporters print whole graphs when they fail; the exception says enough
         return _export_bytes(wrapper, args, names, axes, exporter=exporter, opset=opset)
 
@@ -239,7 +243,7 @@ def export_model(model: nn.Module, path, *, exporter: str = "dynamo", opset: int
         raise ValueError(f"exporter must be 'dynamo' or 'legacy', got {exporter!r}")
     wrapper, args, names, axes = example_inputs(model, seed=seed)
     with hf.patch(model, fused=fused):
-        data = _onnx_bytes(wrapper, args, names, axes, exporter=exporter, opset=opset)
+        data = _onnx_bytes(wrapper, args, names, axes, exporter=exporter, opset=opset, fused=fused)
     atomic_write(path, data)
     return os.fspath(path)
 
@@ -299,7 +303,7 @@ def export_hf(config, out, *, part: str = "text", layers: int = 2, exporter: str
     wrapper, args, names, axes = example_inputs(model, seed=seed)
     say(f"exporting {type(model).__name__} (patched, {exporter})")
     with hf.patch(model, fused=fused) as patched:
-        data = _onnx_bytes(wrapper, args, names, axes, exporter=exporter, opset=opset)
+        data = _onnx_bytes(wrapper, args, names, axes, exporter=exporter, opset=opset, fused=fused)
         replaced = patched.replaced
     proto = onnx.load_from_string(data)
     ops = [n.op_type for n in proto.graph.node]

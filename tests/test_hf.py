@@ -178,3 +178,60 @@ def test_export_hf_narrows_a_real_config_and_keeps_its_rotary(tmp_path):
     preset = rx.load_preset("phi-3-mini-128k")
     assert ours.inv_freq == preset.inv_freq and ours.length_rule == preset.length_rule
     assert ours.attention_scaling == preset.attention_scaling
+
+
+def test_whole_vlm_patches_both_parts_and_unpatched_twins_keep_their_results():
+    """A whole Qwen2-VL model has two rotaries (decoder M-RoPE, vision 2D); while it is patched,
+    an unpatched model of the same architecture goes through the swapped apply functions and
+    must still give its own results."""
+    cfg = transformers.Qwen2VLConfig(
+        text_config=dict(vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4,
+                         num_key_value_heads=2, rope_parameters={"rope_type": "default", "rope_theta": 1e6,
+                                                                 "mrope_section": [2, 3, 3]}),
+        vision_config=dict(depth=1, embed_dim=64, num_heads=2, hidden_size=64, patch_size=14, spatial_merge_size=2))
+    torch.manual_seed(0)
+    model, twin = (transformers.AutoModel.from_config(cfg, attn_implementation="eager").eval() for _ in range(2))
+    grid = torch.tensor([[1, 4, 6]])
+    pixels = torch.randn(24, 3 * 2 * 14 * 14)
+    ids = torch.randint(0, 96, (2, 7))
+    pos = torch.stack([torch.arange(7), torch.arange(7) // 2, torch.arange(7) % 3])[:, None].expand(3, 2, 7)
+
+    def run(m):
+        with torch.no_grad():
+            return (m.visual(pixels, grid_thw=grid).last_hidden_state,
+                    m.language_model(input_ids=ids, position_ids=pos, use_cache=False).last_hidden_state)
+
+    want, twin_want = run(model), run(twin)
+    with rx.hf.patch(model) as patched:
+        assert [cls for _, cls, _ in patched.replaced] == ["Qwen2VLVisionRotaryEmbedding", "Qwen2VLRotaryEmbedding"]
+        for got, w in zip(run(model), want):
+            torch.testing.assert_close(got, w, rtol=1e-5, atol=1e-5)
+        for got, w in zip(run(twin), twin_want):
+            torch.testing.assert_close(got, w, rtol=1e-5, atol=1e-5)
+
+
+def test_half_precision_model_warns_and_differs_by_rounding_only():
+    """model.to(bfloat16) rounds the inv_freq buffer; transformers then computes angles from
+    rounded frequencies. patch() accepts it, says so, and uses the config's float32 values."""
+    model = _build("llama").to(torch.bfloat16)
+    wrapper, args, _, _ = example_inputs(model)
+    with torch.no_grad():
+        want = wrapper(*args).float()
+    with pytest.warns(UserWarning, match="bfloat16"):
+        patched = rx.hf.patch(model)
+    with torch.no_grad():
+        got = wrapper(*args).float()
+    patched.unpatch()
+    # Measured 1 bf16 ulp (0.0156 at magnitude ~3): rotation in float32 rounded once vs
+    # transformers rounding cos/sin and each product to bfloat16.
+    assert float((got - want).abs().max()) <= 4 * 2**-8 * float(want.abs().max())
+
+
+def test_fused_needs_opset_23():
+    model = _build("pixtral-vision")
+    wrapper, args, names, axes = example_inputs(model)
+    with rx.hf.patch(model):
+        with pytest.raises(ValueError, match="opset 23"):
+            _onnx_bytes(wrapper, args, names, axes, exporter="dynamo", opset=18, fused=True)
+        with pytest.raises(Exception, match="needs opset 23"):  # the legacy symbolic refuses
+            _onnx_bytes(wrapper, args, names, axes, exporter="legacy", opset=18)
