@@ -26,7 +26,7 @@ __all__ = ["rope_triton", "plugin_constants", "plugin_grid", "rope_plugin_launch
 
 
 @triton.jit
-def _rope_tile(
+def _rope_kernel(
     q_ptr, k_ptr, qo_ptr, ko_ptr, pos_ptr, inv_ptr, axis_ptr,
     num_tokens, seq_len, num_q_heads, num_k_heads, num_q_groups,
     sq_b, sq_h, sq_s, sq_d, sk_b, sk_h, sk_s, sk_d,
@@ -101,25 +101,6 @@ def _rope_tile(
 
 
 @triton.jit
-def _rope_kernel(
-    q_ptr, k_ptr, qo_ptr, ko_ptr, pos_ptr, inv_ptr, axis_ptr,
-    num_tokens, seq_len, num_q_heads, num_k_heads, num_q_groups,
-    sq_b, sq_h, sq_s, sq_d, sk_b, sk_h, sk_s, sk_d,
-    sqo_b, sqo_h, sqo_s, sqo_d, sko_b, sko_h, sko_s, sko_d,
-    sp_a, sp_b, sp_s,
-    scaling,
-    PAIRS: tl.constexpr, BLOCK_P: tl.constexpr, TAIL: tl.constexpr, BLOCK_T: tl.constexpr,
-    BLOCK_S: tl.constexpr, INTERLEAVED: tl.constexpr, HEADS_PER_PROG: tl.constexpr, ACCURATE_TRIG: tl.constexpr,
-):
-    _rope_tile(q_ptr, k_ptr, qo_ptr, ko_ptr, pos_ptr, inv_ptr, axis_ptr,
-               num_tokens, seq_len, num_q_heads, num_k_heads, num_q_groups,
-               sq_b, sq_h, sq_s, sq_d, sk_b, sk_h, sk_s, sk_d,
-               sqo_b, sqo_h, sqo_s, sqo_d, sko_b, sko_h, sko_s, sko_d,
-               sp_a, sp_b, sp_s, scaling,
-               PAIRS, BLOCK_P, TAIL, BLOCK_T, BLOCK_S, INTERLEAVED, HEADS_PER_PROG, ACCURATE_TRIG)
-
-
-@triton.jit
 def _rope_plugin_kernel(
     x_ptr, pos_ptr, inv_ptr, axis_ptr, num_tokens, seq_len, out_ptr,
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, SCALING: tl.constexpr,
@@ -129,14 +110,14 @@ def _rope_plugin_kernel(
     # TensorRT's ahead-of-time plugin ABI: input pointers, then integer scalars, then output
     # pointers, and no float scalars. Tensors are dense [B, H, S, D] and positions dense
     # [A, B, S], so every stride follows from (num_tokens, seq_len) and the constants; the
-    # one tensor rides the q path (no k groups).
+    # one tensor rides the q path (no k groups). Calling a jit function inlines it.
     s_h = seq_len.to(tl.int64) * HEAD_DIM  # 64-bit offsets: B*H*S*D may pass 2**31
-    _rope_tile(x_ptr, x_ptr, out_ptr, out_ptr, pos_ptr, inv_ptr, axis_ptr,
-               num_tokens, seq_len, NUM_HEADS, 0, tl.cdiv(NUM_HEADS, HEADS_PER_PROG),
-               NUM_HEADS * s_h, s_h, HEAD_DIM, 1, NUM_HEADS * s_h, s_h, HEAD_DIM, 1,
-               NUM_HEADS * s_h, s_h, HEAD_DIM, 1, NUM_HEADS * s_h, s_h, HEAD_DIM, 1,
-               num_tokens, seq_len, 1, SCALING,
-               PAIRS, BLOCK_P, TAIL, BLOCK_T, BLOCK_S, INTERLEAVED, HEADS_PER_PROG, ACCURATE_TRIG)
+    _rope_kernel(x_ptr, x_ptr, out_ptr, out_ptr, pos_ptr, inv_ptr, axis_ptr,
+                 num_tokens, seq_len, NUM_HEADS, 0, tl.cdiv(NUM_HEADS, HEADS_PER_PROG),
+                 NUM_HEADS * s_h, s_h, HEAD_DIM, 1, NUM_HEADS * s_h, s_h, HEAD_DIM, 1,
+                 NUM_HEADS * s_h, s_h, HEAD_DIM, 1, NUM_HEADS * s_h, s_h, HEAD_DIM, 1,
+                 num_tokens, seq_len, 1, SCALING,
+                 PAIRS, BLOCK_P, TAIL, BLOCK_T, BLOCK_S, INTERLEAVED, HEADS_PER_PROG, ACCURATE_TRIG)
 
 
 def _launch_shape(num_tokens: int, heads: int) -> tuple[int, int]:
