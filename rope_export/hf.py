@@ -339,7 +339,8 @@ def _build(name: str, module: nn.Module) -> HFRotary:
     grid = None
     if kind == "llama4_vision":
         grid = int(config.image_size) // int(config.patch_size)
-    adapter = HFRotary(spec, kind, keep_float32=cls in _KEEPS_FLOAT32, grid=grid)
+    # On the module's device whichever check runs below (a CUDA model gets a CUDA adapter).
+    adapter = HFRotary(spec, kind, keep_float32=cls in _KEEPS_FLOAT32, grid=grid).to(_device_of(module))
     rounded = {b.dtype for b in module.buffers() if b.is_floating_point() and b.dtype != torch.float32}
     if len(rounded) == 1:
         # A model cast with .to(bfloat16) rounds its inv_freq buffer, and transformers computes
@@ -357,6 +358,10 @@ def _build(name: str, module: nn.Module) -> HFRotary:
     return adapter
 
 
+def _device_of(module: nn.Module) -> torch.device:
+    return next((b.device for b in module.buffers()), torch.device("cpu"))
+
+
 def _probe_positions(kind: str) -> torch.Tensor:
     steps = torch.tensor([0, 1, 2, 3, 7, 31, 100, 1000, 4000])
     if kind == "text":
@@ -369,7 +374,7 @@ def _probe_positions(kind: str) -> torch.Tensor:
 def _check_same_outputs(name: str, module: nn.Module, adapter: HFRotary) -> None:
     """Refuse a rotary module whose outputs differ from what its config describes: a
     customised module we would silently change."""
-    device = next((b.device for b in module.buffers()), torch.device("cpu"))
+    device = _device_of(module)
     adapter.to(device)
     probe = copy.deepcopy(module)  # dynamic rules update buffers; leave the model's untouched
     x = torch.zeros(1, device=device)

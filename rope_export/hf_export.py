@@ -26,9 +26,9 @@ from torch import nn
 
 from . import hf
 from .export import _quiet, atomic_write
-from .hf_config import load_config, select_part
+from .hf_config import _head_dim, load_config, select_part
 
-__all__ = ["HFExportReport", "export_hf", "tiny_model", "example_inputs", "export_model", "RTOL"]
+__all__ = ["HFExportReport", "export_hf", "tiny_model", "example_inputs", "error_line", "RTOL"]
 
 TEXT_TYPES = ("llama", "mistral", "qwen2", "phi3", "gpt_neox", "qwen2_vl_text", "qwen2_5_vl_text", "qwen3_vl_text")
 VISION_TYPES = ("pixtral", "llama4_vision_model", "qwen2_vl_vision", "qwen2_5_vl_vision", "qwen3_vl_vision")
@@ -51,7 +51,7 @@ def _narrow(cfg: dict, part: str, layers: int) -> dict:
     cfg = dict(cfg)
     if part == "text":
         heads = int(cfg.get("num_attention_heads") or cfg["n_head"])
-        head_dim = int(cfg.get("head_dim") or int(cfg.get("hidden_size") or cfg["n_embd"]) // heads)
+        head_dim = _head_dim(cfg)
         kv = int(cfg.get("num_key_value_heads") or heads)
         new_kv = min(kv, 2)
         new_heads = new_kv * min(heads // kv, 2)
@@ -64,8 +64,7 @@ def _narrow(cfg: dict, part: str, layers: int) -> dict:
         cfg.update(bos_token_id=None, eos_token_id=None, pad_token_id=None)  # ids past the smaller vocabulary
         return cfg
     heads = int(cfg.get("num_heads") or cfg["num_attention_heads"])
-    width = int(cfg.get("embed_dim") or cfg["hidden_size"])
-    head_dim = int(cfg.get("head_dim") or width // heads)
+    head_dim = _head_dim(cfg, width_keys=("embed_dim", "hidden_size"), head_keys=("num_heads", "num_attention_heads"))
     new_heads = min(heads, 2)
     new_width = new_heads * head_dim
     model_type = cfg.get("model_type")
@@ -153,18 +152,24 @@ class _Vision(nn.Module):
 
 
 def _kind(model: nn.Module) -> str:
-    name = type(model).__name__
-    if "Vision" in name:
-        return "llama4_vision" if name.startswith("Llama4") else ("pixtral" if name.startswith("Pixtral") else "qwen_vision")
-    return "mrope" if name.startswith("Qwen2VL") or name.startswith("Qwen2_5_VL") or name.startswith("Qwen3VL") else "text"
+    """The input family, read off the model's rotary module (`hf.SUPPORTED_ROTARY_CLASSES`)."""
+    for module in model.modules():
+        cls = type(module).__name__
+        if cls in hf.SUPPORTED_ROTARY_CLASSES:
+            kind = hf.SUPPORTED_ROTARY_CLASSES[cls][0]
+            if kind == "vision_hw":  # same rotary, different inputs
+                return "pixtral" if cls.startswith("Pixtral") else "qwen_vision"
+            return kind
+    raise ValueError(f"{type(model).__name__} has no rotary module rope_export knows")
 
 
 def example_inputs(model: nn.Module, *, batch: int = 2, seq: int = 9, seed: int = 0):
     """(wrapper module, input tuple, input names, dynamic axes) for ``model``.
 
     Text: ``input_ids`` [B, S], ``attention_mask`` [B, S] (ones) and ``position_ids`` ([B, S],
-    or [3, B, S] with three different streams for M-RoPE), B and S dynamic. Vision: one image at a fixed size (non-square for
-    Pixtral and Qwen, the configured size for Llama 4), static shapes.
+    or [3, B, S] with three different streams for M-RoPE), B and S dynamic. Vision: one image
+    at a fixed size (non-square for Pixtral and Qwen, the configured size for Llama 4), static
+    shapes.
     """
     g = torch.Generator().manual_seed(seed)
     kind, cfg = _kind(model), model.config
@@ -208,7 +213,15 @@ def _silent_fds():
             os.close(fd)
 
 
+def error_line(exc: BaseException) -> str:
+    """``Type: first line`` of an exception, without the terminal colours the exporter adds."""
+    first = (re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}"
+
+
 def _onnx_bytes(wrapper, args, names, axes, *, exporter: str, opset: int, fused: bool = False) -> bytes:
+    if exporter not in ("dynamo", "legacy"):
+        raise ValueError(f"exporter must be 'dynamo' or 'legacy', got {exporter!r}")
     if fused and opset < hf.FUSED_OPSET:
         # The dynamo exporter would write RotaryEmbedding into the lower-opset graph anyway.
         raise ValueError(f"the fused rotary needs opset {hf.FUSED_OPSET} (RotaryEmbedding); got {opset}: "
@@ -233,19 +246,6 @@ def _export_bytes(wrapper, args, names, axes, *, exporter: str, opset: int) -> b
                           output_names=["last_hidden_state"], dynamic_axes=axes or None)
         with open(path, "rb") as f:
             return f.read()
-
-
-def export_model(model: nn.Module, path, *, exporter: str = "dynamo", opset: int = 23, fused: bool = True,
-                 seed: int = 0) -> str:
-    """Patch ``model``, export it (inputs from `example_inputs`) to ``path`` atomically, unpatch.
-    Returns the path."""
-    if exporter not in ("dynamo", "legacy"):
-        raise ValueError(f"exporter must be 'dynamo' or 'legacy', got {exporter!r}")
-    wrapper, args, names, axes = example_inputs(model, seed=seed)
-    with hf.patch(model, fused=fused):
-        data = _onnx_bytes(wrapper, args, names, axes, exporter=exporter, opset=opset, fused=fused)
-    atomic_write(path, data)
-    return os.fspath(path)
 
 
 @dataclasses.dataclass
@@ -314,18 +314,17 @@ def export_hf(config, out, *, part: str = "text", layers: int = 2, exporter: str
             unpatched_nodes = len(onnx.load_from_string(_onnx_bytes(wrapper, args, names, axes, exporter=exporter,
                                                                     opset=opset)).graph.node)
         except Exception as exc:  # noqa: BLE001 - the exporter's own failure is the finding
-            first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines()[0]  # the exporter colours its text
-            unpatched_error = f"{type(exc).__name__}: {first[:200]}"
+            unpatched_error = error_line(exc)[:200]
     say("running onnxruntime")
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     cases = [args]
     if axes:  # a batch and sequence the export never saw
         cases.append(example_inputs(model, batch=3, seq=13, seed=seed + 1)[1])
+    fed = {i.name for i in session.get_inputs()}  # the legacy exporter folds inputs used only in Python
     worst, scale, shapes = 0.0, 1.0, []
     for case in cases:
         with torch.no_grad():
             want = wrapper(*case).numpy()
-        fed = {i.name for i in session.get_inputs()}  # the legacy exporter folds inputs used only in Python
         got = session.run(None, {n: a.numpy() for n, a in zip(names, case) if n in fed})[0]
         if got.shape != want.shape:
             raise RuntimeError(f"onnxruntime output shape {got.shape} != transformers {want.shape}")

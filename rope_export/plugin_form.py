@@ -2,8 +2,8 @@
 
 The node takes ``(x, position_ids, inv_freq, axis_of_pair)``, the last two initializers shared
 by the q and k nodes, and carries the scalars as attributes (``rotary_dim``, ``interleaved``,
-``num_heads``, ``head_dim``, ``attention_scaling``) plus ``plugin_namespace`` / ``plugin_version`` and
-``aot``. The file defines ``MultiAxisRotary`` as a model-local function whose body is the fused
+``num_heads``, ``head_dim``, ``attention_scaling``) plus ``plugin_namespace`` /
+``plugin_version`` and ``aot``. The file defines ``MultiAxisRotary`` as a model-local function whose body is the fused
 graph (gather by axis_of_pair, float32 sin/cos, standard ``RotaryEmbedding``). The frequency
 tables are inputs rather than attributes because TensorRT's ahead-of-time plugins receive
 tensors as kernel pointers but do not keep attributes in the engine. So:

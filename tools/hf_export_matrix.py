@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 import warnings
 
 import rope_export as rx
-from rope_export.hf_export import export_hf
+from rope_export.hf_export import error_line, export_hf
 
 
 def main() -> int:
@@ -42,8 +41,7 @@ def main() -> int:
                              f"{r.max_abs_diff:.2g} / {r.tolerance:.2g} {'PASS' if r.passed else 'FAIL'}"]
                     rows.append({"preset": preset_id, "exporter": exporter, **r.to_dict()})
                 except Exception as exc:  # noqa: BLE001 - the failure is the finding
-                    first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines()[0]
-                    message = f"{type(exc).__name__}: {first[:90]}"
+                    message = error_line(exc)[:110]
                     cells = ["-", f"export fails: {message}", "-", "-"]
                     rows.append({"preset": preset_id, "exporter": exporter, "error": message})
                 print(f"| {preset} | {part} | {exporter} | " + " | ".join(cells) + " |", flush=True)
