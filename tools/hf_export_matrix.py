@@ -15,6 +15,7 @@ import tempfile
 import warnings
 
 import rope_export as rx
+from rope_export.hf_config import select_part
 from rope_export.hf_export import error_line, export_hf
 
 
@@ -31,7 +32,7 @@ def main() -> int:
         for preset_id in rx.list_presets():
             preset, _, part = preset_id.partition(":")
             config = rx.preset_info(preset)["config"]
-            part = part or ("text" if "text_config" in config or "num_attention_heads" in config else "vision")
+            part = part or select_part(config, None)[0]
             for exporter in ("dynamo", "legacy"):
                 print(f"{preset_id} {exporter}", file=sys.stderr)
                 try:
