@@ -7,13 +7,12 @@
 """
 
 from . import hf
+from ._version import __version__
 from .export import export_onnx
 from .modules import RotaryEmbedding, apply_rotary
 from .presets import list_presets, load_preset, preset_info
 from .spec import DynamicNTK, LongRopeSwitch, RopeSpec
 from .validate import ValidationReport, validate
-
-__version__ = "0.1.0"
 
 __all__ = [
     "RopeSpec",

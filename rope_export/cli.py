@@ -6,10 +6,11 @@ Exit codes: 0 success, 1 validation failed, 2 bad input (missing file, unknown p
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import sys
+
+from ._util import DEFAULT_PROVIDERS, DTYPE_NAMES
 
 DEFAULT_PRESET = "qwen2-vl-7b"
 
@@ -45,79 +46,58 @@ def cmd_presets(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_onnx
+    from .export import export_onnx, read_graph
 
     spec = _spec_from_args(args)
     path = export_onnx(spec, args.out, opset=args.opset, form=args.form, dtype=args.dtype,
                        num_q_heads=args.num_q_heads, num_kv_heads=args.num_kv_heads, table_length=args.table_length)
     print(f"wrote {path}: {spec.describe()} (opset {args.opset}, form {args.form}, {args.dtype})")
-    _print_histogram(path)
+    print(read_graph(path).histogram())
     if args.validate:
-        args.onnx, args.json, args.seed, args.allow_missing, args.rtol, args.atol = path, None, None, False, None, None
-        args.engine = None
-        args.providers = "cpu"
-        return cmd_validate(args, spec=None)
+        return _validate(path, None, providers=DEFAULT_PROVIDERS)
     return 0
-
-
-def _print_histogram(path: str) -> None:
-    import onnx
-
-    model = onnx.load(path, load_external_data=False)
-    counts = collections.Counter(n.op_type for n in model.graph.node)
-    print(f"nodes: {len(model.graph.node)}  " + ", ".join(f"{op} {n}" for op, n in sorted(counts.items())))
 
 
 def cmd_inspect(args) -> int:
-    import onnx
+    from .export import read_graph
 
-    from .export import METADATA_SPEC_KEY
-    from .spec import RopeSpec
-
-    if not os.path.isfile(args.onnx):
-        raise UsageError(f"no such file: {args.onnx}")
-    try:
-        model = onnx.load(args.onnx, load_external_data=False)
-    except Exception as exc:  # noqa: BLE001
-        raise UsageError(f"{args.onnx} is not an ONNX model ({exc})") from None
-    meta = {p.key: p.value for p in model.metadata_props}
-    print(f"file: {args.onnx}")
-    opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
-    print(f"opsets: {opsets}")
-    if METADATA_SPEC_KEY in meta:
-        spec = RopeSpec.from_dict(meta[METADATA_SPEC_KEY])
-        print(f"spec: {spec.describe()}")
-        print(f"form: {meta.get('rope_export.form')}  dtype: {meta.get('rope_export.dtype')}  rope_export {meta.get('rope_export.version')}")
+    info = read_graph(args.onnx)
+    print(f"file: {info.path}")
+    print(f"opsets: {', '.join(f'{domain} {version}' for domain, version in info.opsets.items())}")
+    if info.spec is not None:
+        print(f"spec: {info.spec.describe()}")
+        print(f"form: {info.form}  dtype: {info.dtype}  rope_export {info.version}")
         if args.verbose:
-            print(json.dumps(spec.to_dict(), indent=2))
+            print(json.dumps(info.spec.to_dict(), indent=2))
     else:
         print("spec: (no rope_export metadata)")
-    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
-        for v in values:
-            t = v.type.tensor_type
-            dims = [d.dim_param or str(d.dim_value) for d in t.shape.dim]
-            print(f"{kind}: {v.name} {onnx.TensorProto.DataType.Name(t.elem_type).lower()} [{', '.join(dims)}]")
-    _print_histogram(args.onnx)
+    for kind, values in (("input", info.inputs), ("output", info.outputs)):
+        for name, tensor in values.items():
+            print(f"{kind}: {name} {tensor.describe()}")
+    print(info.histogram())
     return 0
 
 
-def cmd_validate(args, spec=None) -> int:
-    from .validate import stderr_progress, validate
-
-    if spec is None and (getattr(args, "preset", None) or getattr(args, "hf_config", None)):
-        spec = _spec_from_args(args)
-    tol = {k: v for k, v in (("rtol", args.rtol), ("atol", args.atol)) if v is not None}
+def cmd_validate(args) -> int:
+    spec = _spec_from_args(args, required=False)
     providers = [p.strip() for p in args.providers.split(",") if p.strip()]
-    report = validate(args.onnx, spec, providers=providers, seed=args.seed, allow_missing=args.allow_missing,
-                      tolerances=tol or None, progress=stderr_progress, engine=getattr(args, "engine", None))
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\033[K")
-    print(report.table())
-    if args.json:
-        from .export import atomic_write
+    tolerances = {k: v for k, v in (("rtol", args.rtol), ("atol", args.atol)) if v is not None}
+    return _validate(args.onnx, spec, providers=providers, seed=args.seed, allow_missing=args.allow_missing,
+                     tolerances=tolerances or None, engine=args.engine, json_path=args.json)
 
-        atomic_write(args.json, report.to_json().encode("utf-8"))
-        print(f"report: {args.json}")
+
+def _validate(path, spec, *, providers, seed=None, allow_missing=False, tolerances=None, engine=None,
+              json_path=None) -> int:
+    from ._util import atomic_write, clear_progress, stderr_progress
+    from .validate import validate
+
+    report = validate(path, spec, providers=providers, seed=seed, allow_missing=allow_missing, tolerances=tolerances,
+                      progress=stderr_progress, engine=engine)
+    clear_progress()
+    print(report.table())
+    if json_path:
+        atomic_write(json_path, report.to_json().encode("utf-8"))
+        print(f"report: {json_path}")
     return 0 if report.passed else 1
 
 
@@ -129,14 +109,13 @@ def cmd_build_engine(args) -> int:
         print(f"rope-export build-engine: TensorRT cannot build engines here: {reason}\n  install: {INSTALL_HINT}",
               file=sys.stderr)
         return 2
+    from .export import read_graph
     from .tensorrt.engine import Profile, build_engine
 
-    if not os.path.isfile(args.onnx):
-        raise UsageError(f"no such file: {args.onnx}")
-    meta_dtype = _graph_dtype(args.onnx)
+    graph_dtype = read_graph(args.onnx).dtype
     wanted = "float16" if args.fp16 else "bfloat16" if args.bf16 else None
-    if wanted and wanted != meta_dtype:
-        raise UsageError(f"--{'fp16' if args.fp16 else 'bf16'} asked, but the graph is {meta_dtype}: engines are built "
+    if wanted and wanted != graph_dtype:
+        raise UsageError(f"--{'fp16' if args.fp16 else 'bf16'} asked, but the graph is {graph_dtype}: engines are built "
                          f"strongly typed (angles stay float32), so export with --dtype {wanted} instead")
     profile = Profile(batch=tuple(args.batch), sequence=tuple(args.sequence))
     path = build_engine(args.onnx, args.out, profile=profile, plugin=args.plugin, timing_cache=args.timing_cache)
@@ -144,16 +123,9 @@ def cmd_build_engine(args) -> int:
     return 0
 
 
-def _graph_dtype(path: str) -> str:
-    import onnx
-
-    meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
-    return meta.get("rope_export.dtype", "float32")
-
-
 def cmd_export_hf(args) -> int:
-    from .hf_export import export_hf
-    from .validate import stderr_progress
+    from ._util import stderr_progress
+    from .hf.export import export_hf
 
     if not os.path.isfile(args.config):
         raise UsageError(f"no such file: {args.config}")
@@ -184,14 +156,13 @@ def cmd_bench(args) -> int:
 
     import torch
 
+    from ._util import clear_progress, stderr_progress
     from .bench import bench, format_table, plot_scaling, rows_to_json
-    from .validate import stderr_progress
 
     shapes = [tuple([lbl, int(b), int(s)]) for lbl, b, s in (x.split(":") for x in args.shape)] if args.shape else None
     kw = dict(dtype=args.dtype, repeat=args.repeat, threads=args.threads, compile=not args.no_compile, progress=stderr_progress)
     rows = bench(args.preset, shapes=shapes, **kw) if shapes else bench(args.preset, **kw)
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\033[K")
+    clear_progress()
     print(format_table(rows))
     if args.json:
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
@@ -210,6 +181,8 @@ def _add_spec_args(p, default_note=True):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .export.forms import FORMS
+
     parser = argparse.ArgumentParser(prog="rope-export", description="Export rotary position embeddings to ONNX and prove parity.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -221,9 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_args(p)
     p.add_argument("--out", default="rope.onnx", help="output file (default rope.onnx)")
     p.add_argument("--opset", type=int, default=23)
-    p.add_argument("--form", default="auto", choices=("auto", "fused", "decomposed", "contrib", "table", "plugin"))
+    p.add_argument("--form", default="auto", choices=FORMS)
     p.add_argument("--table-length", type=int, help="form table: rows of the cos/sin table (default max_position_embeddings)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
     p.add_argument("--num-q-heads", type=int, default=4)
     p.add_argument("--num-kv-heads", type=int, default=2)
     p.add_argument("--validate", action="store_true", help="validate the file on onnxruntime CPU afterwards")
@@ -232,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="run an exported graph on onnxruntime and compare with torch")
     p.add_argument("onnx")
     _add_spec_args(p, default_note=False)
-    p.add_argument("--providers", default="cpu", help="comma list: tensorrt,cuda,cpu (default cpu)")
+    p.add_argument("--providers", default=",".join(DEFAULT_PROVIDERS),
+                   help=f"comma list: tensorrt,cuda,cpu (default {','.join(DEFAULT_PROVIDERS)})")
     p.add_argument("--allow-missing", action="store_true", help="an unavailable provider is reported, not failed")
     p.add_argument("--engine", help="also run this TensorRT engine (rope-export build-engine) and compare it")
     p.add_argument("--seed", type=int, help="fixed input seed (default: fresh each run, printed)")
@@ -255,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="time every backend against a copy of the same bytes")
     p.add_argument("--preset", default="llama-3.1-8b")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
     p.add_argument("--shape", action="append", metavar="LABEL:B:S",
                    help="e.g. prefill:1:2048 (repeatable; default prefill 2048 and 8192, decode 64x1)")
     p.add_argument("--repeat", type=int, default=30, help="timed runs per backend (median reported)")

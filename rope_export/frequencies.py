@@ -1,4 +1,5 @@
-"""Inverse-frequency tables, computed exactly as the models' reference code does.
+"""Inverse-frequency tables, computed exactly as the models' reference code does, and the
+rope-type registry that reads them from a config's rope parameters.
 
 Parity means the float32 bits a model was trained with, so every rule here uses
 the same float32 torch operations, in the same order, as the published code
@@ -6,9 +7,11 @@ the same float32 torch operations, in the same order, as the published code
 Reordering a product or dividing instead of multiplying by a reciprocal moves
 an entry by one ulp, which moves outputs by ~1e-4 at position 100k.
 
-Every function returns ``(inv_freq, attention_scaling)``: ``inv_freq`` is a float32
-tensor of shape ``[dim // 2]`` and ``attention_scaling`` a Python float that
-multiplies cos and sin.
+The ``*_inv_freq`` rules return ``(inv_freq, attention_scaling)`` (``dynamic_ntk_inv_freq``,
+evaluated at run time, returns the table alone): ``inv_freq`` is a float32 tensor of shape
+``[dim // 2]`` and ``attention_scaling`` a Python float that multiplies cos and sin.
+`ROPE_TYPES` maps each ``rope_type`` to one function of one signature (as transformers'
+``ROPE_INIT_FUNCTIONS``) returning a `Frequencies`.
 
 Example:
     >>> inv, scale = default_inv_freq(10000.0, 8)
@@ -19,19 +22,58 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, NamedTuple, Sequence, Union
 
+import numpy as np
 import torch
 
-__all__ = [
-    "default_inv_freq",
-    "linear_inv_freq",
-    "dynamic_ntk_inv_freq",
-    "yarn_inv_freq",
-    "llama3_inv_freq",
-    "longrope_inv_freq",
-    "proportional_inv_freq",
-]
+__all__ = ["default_inv_freq", "linear_inv_freq", "dynamic_ntk_inv_freq", "yarn_inv_freq", "llama3_inv_freq",
+           "longrope_inv_freq", "proportional_inv_freq", "axial_inv_freq", "float32_tuple", "DynamicNTK",
+           "LongRopeSwitch", "LengthRule", "Frequencies", "ROPE_TYPES"]
+
+
+def float32_tuple(values: Sequence[float], name: str) -> tuple[float, ...]:
+    """``values`` rounded to float32, held as Python floats (so JSON round-trips bit for bit).
+
+    Raises ValueError naming ``name`` for a non-finite or negative entry.
+    """
+    arr = np.asarray([float(v) for v in values], dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: every entry must be finite")
+    if np.any(arr < 0):
+        raise ValueError(f"{name}: frequencies must be >= 0")
+    return tuple(float(v) for v in arr.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class DynamicNTK:
+    """Dynamic NTK scaling: inv_freq depends on the run-time length ``L = max(position) + 1``.
+
+    For ``L <= max_position_embeddings`` the spec's static ``inv_freq`` applies; past it the
+    base grows (see `dynamic_ntk_inv_freq`). Computed inside the graph.
+    """
+
+    theta: float
+    factor: float
+    max_position_embeddings: int
+    kind: str = field(default="dynamic", init=False)
+
+
+@dataclass(frozen=True)
+class LongRopeSwitch:
+    """LongRoPE: ``long_inv_freq`` replaces ``inv_freq`` when ``max(position) + 1`` exceeds
+    ``original_max_position_embeddings`` (the same switch as the Phi-3 reference code)."""
+
+    original_max_position_embeddings: int
+    long_inv_freq: tuple[float, ...]
+    kind: str = field(default="longrope", init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "long_inv_freq", float32_tuple(self.long_inv_freq, "long_inv_freq"))
+
+
+LengthRule = Union[DynamicNTK, LongRopeSwitch]
 
 
 def _exponents(dim: int, stop: int | None = None) -> torch.Tensor:
@@ -171,6 +213,22 @@ def longrope_inv_freq(
     return inv_freq, float(attention_factor)
 
 
+def axial_inv_freq(theta: float, head_dim: int, frequencies: str) -> torch.Tensor:
+    """2D RoPE's ``head_dim // 2`` entries, rows' pairs then columns' pairs.
+
+    "shared": the table over ``head_dim // 2`` dims, once per axis (Qwen-VL vision, Llama 4
+    vision); "interleaved": the table over ``head_dim``, rows take its even entries and
+    columns its odd ones (Pixtral).
+    """
+    if frequencies == "shared":
+        table, _ = default_inv_freq(theta, head_dim // 2)
+        return torch.cat((table, table))
+    if frequencies == "interleaved":
+        table, _ = default_inv_freq(theta, head_dim)
+        return torch.cat((table[0::2], table[1::2]))
+    raise ValueError(f"frequencies must be 'shared' or 'interleaved', got {frequencies!r}")
+
+
 def proportional_inv_freq(
     theta: float, head_dim: int, partial_rotary_factor: float, factor: float = 1.0
 ) -> tuple[torch.Tensor, float]:
@@ -185,3 +243,98 @@ def proportional_inv_freq(
     inv_freq = torch.cat((rotated, torch.zeros(nope, dtype=torch.float32))) if nope > 0 else rotated
     inv_freq /= factor
     return inv_freq, 1.0
+
+
+# ------------------------------------------------------------------ rope-type registry
+class Frequencies(NamedTuple):
+    """What a rope type gives a spec: float32 ``inv_freq`` ``[P]``, ``attention_scaling`` and,
+    when the table depends on the run-time length, a `LengthRule`."""
+
+    inv_freq: torch.Tensor
+    attention_scaling: float = 1.0
+    length_rule: LengthRule | None = None
+
+
+def _require(params: Mapping[str, Any], key: str) -> Any:
+    if params.get(key) is None:
+        raise ValueError(f"rope_scaling.{key} is required for rope_type {params.get('rope_type')!r}")
+    return params[key]
+
+
+def _default(params, head_dim, rotary_dim, max_position_embeddings) -> Frequencies:
+    return Frequencies(*default_inv_freq(params["rope_theta"], rotary_dim))
+
+
+def _linear(params, head_dim, rotary_dim, max_position_embeddings) -> Frequencies:
+    return Frequencies(*linear_inv_freq(params["rope_theta"], rotary_dim, float(_require(params, "factor"))))
+
+
+def _dynamic(params, head_dim, rotary_dim, max_position_embeddings) -> Frequencies:
+    factor = float(_require(params, "factor"))
+    if max_position_embeddings is None:
+        raise ValueError("max_position_embeddings is required for rope_type 'dynamic'")
+    theta = params["rope_theta"]
+    inv_freq, _ = default_inv_freq(theta, rotary_dim)
+    return Frequencies(inv_freq, 1.0, DynamicNTK(theta=theta, factor=factor, max_position_embeddings=int(max_position_embeddings)))
+
+
+def _yarn(params, head_dim, rotary_dim, max_position_embeddings) -> Frequencies:
+    if "factor" not in params:
+        raise ValueError("rope_scaling.factor is required for rope_type 'yarn'")
+    original = params.get("original_max_position_embeddings") or max_position_embeddings
+    if original is None:
+        raise ValueError("rope_scaling.original_max_position_embeddings is required for rope_type 'yarn'")
+    factor = params["factor"]
+    if factor is None:
+        factor = max_position_embeddings / original
+    return Frequencies(*yarn_inv_freq(
+        params["rope_theta"], rotary_dim, float(factor), int(original),
+        beta_fast=params.get("beta_fast"), beta_slow=params.get("beta_slow"), mscale=params.get("mscale"),
+        mscale_all_dim=params.get("mscale_all_dim"), attention_factor=params.get("attention_factor"),
+        truncate=params.get("truncate", True),
+    ))
+
+
+def _llama3(params, head_dim, rotary_dim, max_position_embeddings) -> Frequencies:
+    return Frequencies(*llama3_inv_freq(
+        params["rope_theta"], rotary_dim, float(_require(params, "factor")), float(_require(params, "low_freq_factor")),
+        float(_require(params, "high_freq_factor")), int(_require(params, "original_max_position_embeddings")),
+    ))
+
+
+def _longrope(params, head_dim, rotary_dim, max_position_embeddings) -> Frequencies:
+    original = _require(params, "original_max_position_embeddings")
+    short, long = _require(params, "short_factor"), _require(params, "long_factor")
+    factor = params.get("factor")
+    if factor is None:
+        if max_position_embeddings is None:
+            raise ValueError("max_position_embeddings is required for rope_type 'longrope' without rope_scaling.factor")
+        factor = max_position_embeddings / original
+    kw = dict(factor=float(factor), original_max_position_embeddings=int(original), attention_factor=params.get("attention_factor"))
+    inv_freq, attn = longrope_inv_freq(params["rope_theta"], rotary_dim, short, **kw)
+    long_inv, _ = longrope_inv_freq(params["rope_theta"], rotary_dim, long, **kw)
+    return Frequencies(inv_freq, attn, LongRopeSwitch(original_max_position_embeddings=int(original),
+                                                      long_inv_freq=tuple(long_inv.tolist())))
+
+
+def _proportional(params, head_dim, rotary_dim, max_position_embeddings) -> Frequencies:
+    # P = head_dim / 2 pairs whatever partial_rotary_factor says: the factor zeroes the tail pairs.
+    prf = params.get("partial_rotary_factor")
+    return Frequencies(*proportional_inv_freq(params["rope_theta"], head_dim, prf if prf is not None else 1.0,
+                                              float(params.get("factor", 1.0))))
+
+
+RopeType = Callable[[Mapping[str, Any], int, int, "int | None"], Frequencies]
+
+# rope_type -> rule(params, head_dim, rotary_dim, max_position_embeddings). ``params`` holds the
+# config's rope parameters with ``rope_theta`` resolved; the result has rotary_dim // 2 entries
+# (head_dim // 2 for "proportional").
+ROPE_TYPES: dict[str, RopeType] = {
+    "default": _default,
+    "linear": _linear,
+    "dynamic": _dynamic,
+    "yarn": _yarn,
+    "llama3": _llama3,
+    "longrope": _longrope,
+    "proportional": _proportional,
+}

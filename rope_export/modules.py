@@ -17,39 +17,53 @@ import torch
 from torch import nn
 
 from . import frequencies as F
-from .spec import DynamicNTK, LongRopeSwitch, RopeSpec
+from .spec import LAYOUTS, DynamicNTK, LongRopeSwitch, RopeSpec
 
 __all__ = ["RotaryEmbedding", "apply_rotary"]
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, spec: RopeSpec) -> torch.Tensor:
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: RopeSpec | str = "half") -> torch.Tensor:
     """Rotate ``x`` by precomputed cos/sin (for users who cache them).
 
     Args:
-        x: ``[B, H, S, D]`` float32 / float16 / bfloat16, D = spec.head_dim.
-        cos, sin: ``[B, S, P]`` or ``[S, P]`` float32 (P = spec.rotary_dim // 2), as returned by
-            `RotaryEmbedding.cos_sin`; attention_scaling already applied.
-        spec: gives the layout (which dims form pair i) and rotary_dim.
+        x: ``[B, H, S, D]`` float32 / float16 / bfloat16.
+        cos, sin: ``[B, S, P]`` or ``[S, P]`` float32, as returned by `RotaryEmbedding.cos_sin`
+            (attention_scaling already applied); the first ``2 * P`` dims of x rotate.
+        layout: "half" (pair i = dims i, i+P) or "interleaved" (pair i = dims 2i, 2i+1), or a
+            `RopeSpec`, whose layout is used and whose head_dim and rotary_dim are checked.
     Returns:
-        ``[B, H, S, D]`` in ``x.dtype``; dims past rotary_dim unchanged. The rotation runs
-        in float32 and is cast back once, right after it.
+        ``[B, H, S, D]`` in ``x.dtype``; dims past ``2 * P`` unchanged. The rotation runs in
+        float32 and is cast back once, right after it.
+
+    >>> x = torch.ones(1, 1, 1, 4)
+    >>> apply_rotary(x, torch.zeros(1, 1, 2), torch.ones(1, 1, 2)).tolist()  # 90 degrees
+    [[[[-1.0, -1.0, 1.0, 1.0]]]]
     """
-    if x.shape[-1] != spec.head_dim:
-        raise ValueError(f"x: last dim {x.shape[-1]} != spec.head_dim {spec.head_dim}")
-    pairs, rot = spec.num_pairs, spec.rotary_dim
+    if isinstance(layout, RopeSpec):
+        spec, layout = layout, layout.layout
+        if x.shape[-1] != spec.head_dim:
+            raise ValueError(f"x: last dim {x.shape[-1]} != spec.head_dim {spec.head_dim}")
+        if cos.shape[-1] != spec.num_pairs:
+            raise ValueError(f"cos/sin: last dim {cos.shape[-1]} != spec.rotary_dim // 2 = {spec.num_pairs}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS} or a RopeSpec, got {layout!r}")
+    pairs = cos.shape[-1]
+    rot = 2 * pairs
+    if rot > x.shape[-1]:
+        raise ValueError(f"cos/sin have {pairs} pairs, more than x's last dim {x.shape[-1]} holds")
     if cos.dim() == 2:
         cos, sin = cos[None, None], sin[None, None]
     else:
         cos, sin = cos[:, None], sin[:, None]
     xf = x.to(torch.float32)
-    if spec.layout == "half":
+    if layout == "half":
         x1, x2 = xf[..., :pairs], xf[..., pairs:rot]
         parts = [x1 * cos - x2 * sin, x2 * cos + x1 * sin]
     else:
         xr = xf[..., :rot].unflatten(-1, (pairs, 2))
         x1, x2 = xr[..., 0], xr[..., 1]
         parts = [torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)]
-    if rot < spec.head_dim:
+    if rot < x.shape[-1]:
         parts.append(xf[..., rot:])
     return torch.cat(parts, dim=-1).to(x.dtype)
 
@@ -149,7 +163,7 @@ class RotaryEmbedding(nn.Module):
         if self.backend == "triton":
             return self._forward_triton(q, k, position_ids)
         cos, sin = self.cos_sin(position_ids)
-        return apply_rotary(q, cos, sin, self.spec), apply_rotary(k, cos, sin, self.spec)
+        return apply_rotary(q, cos, sin, self.spec.layout), apply_rotary(k, cos, sin, self.spec.layout)
 
     def _forward_triton(self, q, k, position_ids):
         from .kernels import rotary_triton, triton_available

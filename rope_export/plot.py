@@ -20,7 +20,7 @@ _TAIL = "#D9D9D9"
 
 
 def axis_names(spec: RopeSpec) -> list[str]:
-    """Human names of the position streams: x (1D), row/col (2D), t/h/w (3 axes)."""
+    """Human names of the position streams: position (1D), row/col (2D), t/h/w (3 axes)."""
     return {1: ["position"], 2: ["row", "col"], 3: ["t", "h", "w"]}.get(spec.num_axes, [f"axis {a}" for a in range(spec.num_axes)])
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from .hf_config import select_part
 from .spec import RopeSpec
 
-__all__ = ["list_presets", "load_preset", "preset_info"]
+__all__ = ["list_presets", "load_preset", "preset_info", "heads_of"]
 
 
 def _preset_entries():
@@ -90,3 +90,14 @@ def load_preset(preset: str, part: str | None = None) -> RopeSpec:
     name, part = _split(preset, part)
     label = name if part in (None, _parts(_files()[name]["config"])[0]) else f"{name}:{part}"
     return RopeSpec.from_hf_config(_files()[name]["config"], part=part, name=label)
+
+
+def heads_of(preset: str) -> tuple[int, int]:
+    """(Hq, Hk): the preset model's query and key/value head counts (vision encoders: Hk = Hq)."""
+    name, part = _split(preset, None)
+    part, sub, _ = select_part(_files()[name]["config"], part)
+    if part == "vision":
+        heads = int(sub.get("num_heads") or sub.get("num_attention_heads"))
+        return heads, heads
+    hq = int(sub.get("num_attention_heads") or sub.get("n_head"))
+    return hq, int(sub.get("num_key_value_heads") or hq)

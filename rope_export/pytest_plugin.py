@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import pytest
 
+from ._util import DEFAULT_PROVIDERS
+
 
 def pytest_addoption(parser):
     group = parser.getgroup("rope_export", "rotary embedding parity (rope_export)")
     group.addoption("--rope-validate", action="append", default=[], metavar="MODEL.onnx",
                     help="validate this exported rotary graph against torch (repeatable)")
-    group.addoption("--rope-providers", default="cpu", help="comma list of onnxruntime providers (default cpu)")
+    group.addoption("--rope-providers", default=",".join(DEFAULT_PROVIDERS),
+                    help=f"comma list of onnxruntime providers (default {','.join(DEFAULT_PROVIDERS)})")
     group.addoption("--rope-allow-missing", action="store_true", help="unavailable providers do not fail")
 
 

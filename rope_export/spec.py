@@ -24,25 +24,17 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from . import frequencies as F
+from .axes import axial_axes, mrope_axes
+from .frequencies import DynamicNTK, LengthRule, LongRopeSwitch
 
 __all__ = ["RopeSpec", "DynamicNTK", "LongRopeSwitch", "LAYOUTS"]
 
 LAYOUTS = ("half", "interleaved")
-
-
-def _float32_tuple(values: Sequence[float], name: str) -> tuple[float, ...]:
-    arr = np.asarray([float(v) for v in values], dtype=np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: every entry must be finite")
-    if np.any(arr < 0):
-        raise ValueError(f"{name}: frequencies must be >= 0")
-    # Stored as Python floats holding float32 values exactly, so JSON round-trips bit for bit.
-    return tuple(float(v) for v in arr.astype(np.float32))
 
 
 def _freeze(value: Any) -> Any:
@@ -59,36 +51,6 @@ def _thaw(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_thaw(v) for v in value]
     return value
-
-
-@dataclass(frozen=True)
-class DynamicNTK:
-    """Dynamic NTK scaling: inv_freq depends on the run-time length ``L = max(position) + 1``.
-
-    For ``L <= max_position_embeddings`` the spec's static ``inv_freq`` applies; past it the
-    base grows (see `frequencies.dynamic_ntk_inv_freq`). Computed inside the graph.
-    """
-
-    theta: float
-    factor: float
-    max_position_embeddings: int
-    kind: str = field(default="dynamic", init=False)
-
-
-@dataclass(frozen=True)
-class LongRopeSwitch:
-    """LongRoPE: ``long_inv_freq`` replaces ``inv_freq`` when ``max(position) + 1`` exceeds
-    ``original_max_position_embeddings`` (the same switch as the Phi-3 reference code)."""
-
-    original_max_position_embeddings: int
-    long_inv_freq: tuple[float, ...]
-    kind: str = field(default="longrope", init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "long_inv_freq", _float32_tuple(self.long_inv_freq, "long_inv_freq"))
-
-
-LengthRule = Union[DynamicNTK, LongRopeSwitch]
 
 
 @dataclass(frozen=True)
@@ -138,7 +100,7 @@ class RopeSpec:
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         pairs = self.rotary_dim // 2
-        set_("inv_freq", _float32_tuple(self.inv_freq, "inv_freq"))
+        set_("inv_freq", F.float32_tuple(self.inv_freq, "inv_freq"))
         if len(self.inv_freq) != pairs:
             raise ValueError(f"inv_freq has {len(self.inv_freq)} entries, expected rotary_dim // 2 = {pairs}")
         axes = tuple(int(a) for a in self.axis_of_pair) if len(self.axis_of_pair) else (0,) * pairs
@@ -171,6 +133,10 @@ class RopeSpec:
     def scaling_dict(self) -> dict:
         """``scaling`` as a plain dict (rope_type and its parameters)."""
         return _thaw(self.scaling) or {}
+
+    def position_shape(self, batch: int, seq: int) -> tuple[int, ...]:
+        """The shape of ``position_ids`` for this spec: ``(B, S)`` with one axis, ``(A, B, S)`` with A."""
+        return (batch, seq) if self.num_axes == 1 else (self.num_axes, batch, seq)
 
     def pair_dims(self, i: int) -> tuple[int, int]:
         """The two dims of head_dim that pair ``i`` rotates, in this layout."""
@@ -233,18 +199,10 @@ class RopeSpec:
         if head_dim % 4:
             raise ValueError(f"head_dim must be a multiple of 4 for 2D RoPE, got {head_dim}")
         pairs = head_dim // 2
-        if frequencies == "shared":
-            table, _ = F.default_inv_freq(theta, head_dim // 2)
-            inv_freq = table.tolist() * 2
-        elif frequencies == "interleaved":
-            table, _ = F.default_inv_freq(theta, head_dim)
-            inv_freq = table[0::2].tolist() + table[1::2].tolist()
-        else:
-            raise ValueError(f"frequencies must be 'shared' or 'interleaved', got {frequencies!r}")
-        first, second = (1, 0) if column_first else (0, 1)
-        axes = (first,) * (pairs // 2) + (second,) * (pairs // 2)
+        inv_freq = F.axial_inv_freq(theta, head_dim, frequencies)
+        axes = axial_axes(pairs, column_first=column_first)
         return cls(
-            head_dim=head_dim, rotary_dim=head_dim, inv_freq=tuple(inv_freq), layout=layout, num_axes=2,
+            head_dim=head_dim, rotary_dim=head_dim, inv_freq=tuple(inv_freq.tolist()), layout=layout, num_axes=2,
             axis_of_pair=axes, name=name,
             scaling={"rope_type": "axial", "rope_theta": theta, "frequencies": frequencies, "column_first": column_first},
         )
@@ -275,26 +233,12 @@ class RopeSpec:
         (0, 1, 2, 0, 1, 2)
         """
         sections = [int(s) for s in sections]
-        pairs = head_dim // 2
-        if len(sections) < 2 or any(s < 0 for s in sections):
-            raise ValueError(f"sections (mrope_section) must list >= 2 non-negative pair counts, got {sections}")
-        if sum(sections) != pairs:
-            raise ValueError(
-                f"sections (mrope_section) {sections} sum to {sum(sections)}, expected rotary_dim / 2 = {pairs}"
-            )
-        num_axes = len(sections)
-        if interleaved:
-            axes = []
-            for j in range(pairs):
-                a = j % num_axes
-                axes.append(a if a > 0 and j < num_axes * sections[a] else 0)
-        else:
-            axes = [a for a, s in enumerate(sections) for _ in range(s)]
+        axes = mrope_axes(sections, interleaved=interleaved, pairs=head_dim // 2)
         if inv_freq is None:
             inv_freq = F.default_inv_freq(theta, head_dim)[0].tolist()
         return cls(
-            head_dim=head_dim, rotary_dim=head_dim, inv_freq=tuple(inv_freq), layout=layout, num_axes=num_axes,
-            axis_of_pair=tuple(axes), attention_scaling=attention_scaling, name=name,
+            head_dim=head_dim, rotary_dim=head_dim, inv_freq=tuple(inv_freq), layout=layout, num_axes=len(sections),
+            axis_of_pair=axes, attention_scaling=attention_scaling, name=name,
             scaling={"rope_type": "default", "rope_theta": theta, "mrope_section": sections, "mrope_interleaved": interleaved},
             max_position_embeddings=max_position_embeddings,
         )
@@ -316,9 +260,9 @@ class RopeSpec:
         >>> spec.head_dim, spec.scaling_dict["rope_type"]
         (128, 'llama3')
         """
-        from .hf_config import spec_from_hf_config
+        from .hf_config import spec_fields
 
-        return spec_from_hf_config(cls, cfg, part=part, name=name)
+        return cls(**spec_fields(cfg, part=part), name=name)
 
     # ------------------------------------------------------------ round trip
     def to_dict(self) -> dict:

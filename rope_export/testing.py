@@ -12,12 +12,13 @@ Or, without writing a test: ``pytest --rope-validate build/rope.onnx [--rope-pro
 
 from __future__ import annotations
 
+from ._util import DEFAULT_PROVIDERS
 from .validate import ValidationReport, validate
 
 __all__ = ["assert_parity"]
 
 
-def assert_parity(onnx_path, spec=None, *, providers=("cpu",), **kwargs) -> ValidationReport:
+def assert_parity(onnx_path, spec=None, *, providers=DEFAULT_PROVIDERS, **kwargs) -> ValidationReport:
     """`rope_export.validate`, raising AssertionError with the report table when it fails.
 
     Args and keywords: as `rope_export.validate`. Returns the report when it passes.

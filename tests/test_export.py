@@ -228,7 +228,7 @@ def test_table_form_two_nodes_and_rejects_positions_past_the_table(tmp_path):
 
 
 def test_plugin_form_nodes_attributes_function_and_parity(tmp_path):
-    from rope_export.plugin_form import DOMAIN, OP_TYPE, node_attributes
+    from rope_export.export.plugin_form import DOMAIN, OP_TYPE, node_attributes
 
     for preset in ("qwen3-vl-8b", "gpt-j-6b", "gpt-oss-20b", "llama-4-scout"):
         spec = rx.load_preset(preset)

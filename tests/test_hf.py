@@ -19,7 +19,7 @@ transformers = pytest.importorskip("transformers", reason="transformers is not i
 
 import rope_export as rx  # noqa: E402
 from rope_export.cli import main  # noqa: E402
-from rope_export.hf_export import RTOL, _onnx_bytes, example_inputs, export_hf, tiny_model  # noqa: E402
+from rope_export.hf.export import RTOL, example_inputs, export_bytes, export_hf, tiny_model  # noqa: E402
 
 LLAMA = {"model_type": "llama", "vocab_size": 96, "hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4,
          "num_key_value_heads": 2, "max_position_embeddings": 512,
@@ -75,9 +75,9 @@ def test_patched_eager_equals_unpatched_and_unpatch_restores(name):
 def test_dynamo_export_has_rotary_nodes_fewer_nodes_and_matches(name):
     model = _build(name)
     wrapper, args, names, axes = example_inputs(model)
-    unpatched = onnx.load_from_string(_onnx_bytes(wrapper, args, names, axes, exporter="dynamo", opset=23))
+    unpatched = onnx.load_from_string(export_bytes(wrapper, args, names, axes, exporter="dynamo", opset=23))
     with rx.hf.patch(model):
-        data = _onnx_bytes(wrapper, args, names, axes, exporter="dynamo", opset=23)
+        data = export_bytes(wrapper, args, names, axes, exporter="dynamo", opset=23)
     patched = onnx.load_from_string(data)
     onnx.checker.check_model(patched)
     ops = [n.op_type for n in patched.graph.node]
@@ -97,9 +97,9 @@ def test_legacy_exporter(name):
     wrapper, args, names, axes = example_inputs(model)
     if name == "llama4-vision":  # Meta's complex rotary: the legacy exporter refuses it unpatched
         with pytest.raises(RuntimeError, match="ComplexFloat"):
-            _onnx_bytes(wrapper, args, names, axes, exporter="legacy", opset=23)
+            export_bytes(wrapper, args, names, axes, exporter="legacy", opset=23)
     with rx.hf.patch(model):
-        data = _onnx_bytes(wrapper, args, names, axes, exporter="legacy", opset=23)
+        data = export_bytes(wrapper, args, names, axes, exporter="legacy", opset=23)
     assert [n.op_type for n in onnx.load_from_string(data).graph.node].count("RotaryEmbedding") == 2 * LAYERS
     with torch.no_grad():
         want = wrapper(*args).numpy()
@@ -112,7 +112,7 @@ def test_tolerance_catches_swapped_sections():
     model = _build("qwen2-vl-text")
     wrapper, args, names, axes = example_inputs(model)
     with rx.hf.patch(model):
-        data = _onnx_bytes(wrapper, args, names, axes, exporter="dynamo", opset=23)
+        data = export_bytes(wrapper, args, names, axes, exporter="dynamo", opset=23)
     ids, mask, pos = args
     with torch.no_grad():
         want = wrapper(ids, mask, pos[[0, 2, 1]]).numpy()
@@ -124,7 +124,7 @@ def test_unfused_patch_writes_no_rotary_op():
     model = _build("llama4-vision")
     wrapper, args, names, axes = example_inputs(model)
     with rx.hf.patch(model, fused=False):
-        data = _onnx_bytes(wrapper, args, names, axes, exporter="legacy", opset=17)
+        data = export_bytes(wrapper, args, names, axes, exporter="legacy", opset=17)
     assert "RotaryEmbedding" not in {n.op_type for n in onnx.load_from_string(data).graph.node}
     with torch.no_grad():
         want = wrapper(*args).numpy()
@@ -232,6 +232,6 @@ def test_fused_needs_opset_23():
     wrapper, args, names, axes = example_inputs(model)
     with rx.hf.patch(model):
         with pytest.raises(ValueError, match="opset 23"):
-            _onnx_bytes(wrapper, args, names, axes, exporter="dynamo", opset=18, fused=True)
+            export_bytes(wrapper, args, names, axes, exporter="dynamo", opset=18, fused=True)
         with pytest.raises(Exception, match="needs opset 23"):  # the legacy symbolic refuses
-            _onnx_bytes(wrapper, args, names, axes, exporter="legacy", opset=18)
+            export_bytes(wrapper, args, names, axes, exporter="legacy", opset=18)

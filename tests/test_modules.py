@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import EPS32, all_specs, float32_tolerance, pair_norm_max, random_positions
+from helpers import EPS32, all_specs, float32_tolerance, pair_norm_max, random_positions
 
 import rope_export as rx
 from rope_export.reference import rotate

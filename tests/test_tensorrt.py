@@ -9,7 +9,7 @@ import pytest
 
 import rope_export as rx
 from rope_export.cli import main
-from rope_export.plugin_form import node_attributes
+from rope_export.export.plugin_form import node_attributes
 from rope_export.tensorrt import PARSER_FIELDS, PLUGIN_FIELDS, PLUGIN_INPUTS, tensorrt_unavailable
 
 REASON = tensorrt_unavailable()

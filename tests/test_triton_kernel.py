@@ -18,7 +18,7 @@ if not CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 triton = pytest.importorskip("triton", reason="triton is not installed")
 
-from conftest import all_specs, float32_tolerance, random_positions  # noqa: E402
+from helpers import all_specs, float32_tolerance, random_positions  # noqa: E402
 
 import rope_export as rx  # noqa: E402
 from rope_export.kernels.triton_rope import rope_triton  # noqa: E402
@@ -118,7 +118,7 @@ def test_kernel_token_tiles(seq, gen):
 
 # The TensorRT plugin's kernel: one dense tensor, TensorRT's argument order, launch shape fixed
 # at engine build. Run here exactly as the JIT plugin runs it; its PTX entry is checked below.
-from rope_export.kernels.triton_rope import plugin_constants, rope_plugin_launch  # noqa: E402
+from rope_export.tensorrt.kernel import plugin_constants, rope_plugin_launch  # noqa: E402
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -163,7 +163,7 @@ def test_plugin_ptx_entry_is_tensorrts_calling_convention(preset, dtype):
     # A child process: this one runs Triton's interpreter, which cannot compile.
     script = (
         "import json, sys, torch; from triton.backends.compiler import GPUTarget;"
-        "from rope_export.kernels.triton_rope import compile_plugin_kernel;"
+        "from rope_export.tensorrt.kernel import compile_plugin_kernel;"
         f"r = compile_plugin_kernel(torch.{str(dtype).split('.')[1]}, torch.int64, json.loads(sys.argv[1]),"
         " target=GPUTarget('cuda', 90, 32)); print(json.dumps(r))"
     )

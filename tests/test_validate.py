@@ -26,10 +26,10 @@ def files(tmp_path_factory):
 
 def _write_with_spec(model_spec, claimed_spec, path, **kw):
     """A graph computed from model_spec whose metadata claims claimed_spec."""
-    from rope_export.export import _set_metadata
+    from rope_export.export import set_metadata
 
     model = build_onnx(model_spec, form="fused", **kw)
-    _set_metadata(model, claimed_spec, "fused", kw.get("dtype", "float32"), kw.get("opset", 23))
+    set_metadata(model, claimed_spec, "fused", kw.get("dtype", "float32"), kw.get("opset", 23))
     onnx.save(model, path)
     return str(path)
 

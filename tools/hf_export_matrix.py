@@ -16,7 +16,8 @@ import warnings
 
 import rope_export as rx
 from rope_export.hf_config import select_part
-from rope_export.hf_export import error_line, export_hf
+from rope_export._util import error_line
+from rope_export.hf.export import export_hf
 
 
 def main() -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 INSTALL_HINT = 'pip install "rope-export[gpu]" (TensorRT >= 10.7 with its builder libraries, on a CUDA machine)'
 
 # The plugin's inputs and attribute fields, in the order TensorRT passes them; the parser
-# consumes plugin_namespace, plugin_version and aot itself. plugin_form writes all of them.
+# consumes plugin_namespace, plugin_version and aot itself. export.plugin_form writes all of them.
 PLUGIN_INPUTS = ("x", "position_ids", "inv_freq", "axis_of_pair")
 PLUGIN_FIELDS = ("rotary_dim", "interleaved", "num_heads", "head_dim", "attention_scaling")
 PARSER_FIELDS = ("plugin_namespace", "plugin_version", "aot")

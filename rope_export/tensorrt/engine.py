@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..export import atomic_write
+from .._util import atomic_write
 from . import require_tensorrt
 
 

@@ -1,9 +1,9 @@
 """The ``rope_export::MultiAxisRotary`` quick deployable plugin (TensorRT >= 10.7).
 
 Importing this module registers the plugin with ``tensorrt.plugin``; TensorRT's ONNX parser
-then imports plugin-form nodes (`rope_export.plugin_form`) as this plugin instead of expanding
+then imports plugin-form nodes (`rope_export.export.plugin_form`) as this plugin instead of expanding
 their local function. Both implementations run the same Triton kernel
-(`rope_export.kernels.triton_rope._rope_plugin_kernel`):
+(`rope_export.tensorrt.kernel.rope_plugin_kernel`):
 
 * ahead of time (``aot=1`` on the node, the default export): at engine build the kernel is
   compiled to PTX for the build GPU, with the node's attributes as compile-time constants,
@@ -47,7 +47,7 @@ def _describe(x: trtp.TensorDesc, position_ids: trtp.TensorDesc, inv_freq: trtp.
 def _compile(x: trtp.TensorDesc, position_ids: trtp.TensorDesc, inv_freq: trtp.TensorDesc,
              axis_of_pair: trtp.TensorDesc, rotary_dim: int, interleaved: int, num_heads: int, head_dim: int,
              attention_scaling: float, outputs, tactic: int):
-    from ..kernels.triton_rope import compile_plugin_kernel, plugin_constants, plugin_grid
+    from .kernel import compile_plugin_kernel, plugin_constants, plugin_grid
 
     constants = plugin_constants(num_heads=num_heads, head_dim=head_dim, rotary_dim=rotary_dim,
                                  interleaved=bool(interleaved), attention_scaling=attention_scaling)
@@ -72,7 +72,7 @@ def _run(x: trtp.Tensor, position_ids: trtp.Tensor, inv_freq: trtp.Tensor, axis_
          outputs, stream: int) -> None:
     import torch
 
-    from ..kernels.triton_rope import rope_plugin_launch
+    from .kernel import rope_plugin_launch
 
     tensors = [torch.as_tensor(t, device="cuda") for t in (x, position_ids, inv_freq, axis_of_pair, outputs[0])]
     with torch.cuda.stream(torch.cuda.ExternalStream(stream)):

@@ -12,38 +12,32 @@ field the rotary depends on (head_dim, rope parameters, sections, partial rotary
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib
 import os
-import re
-import sys
 import tempfile
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import hf
-from .export import _quiet, atomic_write
-from .hf_config import _head_dim, load_config, select_part
+from .._util import atomic_write, error_line, quiet_exporter, silent_fds
+from ..architectures import ROTARY_CLASSES, TEXT_OF, TEXT_TYPES, VISION_CLASSES, VISION_OF, VISION_TYPES
+from ..export.forms import FUSED_OPSET
+from ..hf_config import head_dim_of, load_config, select_part
+from ..validate.compare import compare
+from ..validate.runners import OnnxRuntimeRunner
+from .patch import patch
 
-__all__ = ["HFExportReport", "export_hf", "tiny_model", "example_inputs", "error_line", "RTOL"]
+__all__ = ["HFExportReport", "export_hf", "tiny_model", "example_inputs", "export_bytes", "RTOL", "TOLERANCE"]
 
-TEXT_TYPES = ("llama", "mistral", "qwen2", "phi3", "gpt_neox", "qwen2_vl_text", "qwen2_5_vl_text", "qwen3_vl_text")
-VISION_TYPES = ("pixtral", "llama4_vision_model", "qwen2_vl_vision", "qwen2_5_vl_vision", "qwen3_vl_vision")
-# The ONNX output against the unpatched model, float32: |diff| <= RTOL * max(1, max|reference|).
-# Measured: at most 1.8e-6 relative (float32 rounding; every preset's architecture at 2 layers,
-# no growth at 8: benchmarks/results/hf_export_matrix.md), so 10x headroom; swapped M-RoPE
-# sections in a tiny random model already differ by 30x RTOL (tests/test_hf.py).
+# The ONNX output against the unpatched model, float32: |diff| <= RTOL * max(1, max|reference|)
+# (`compare` with scale "tensor"). Measured: at most 1.8e-6 relative (float32 rounding; every
+# preset's architecture at 2 layers, no growth at 8: benchmarks/results/hf_export_matrix.md),
+# so 10x headroom; swapped M-RoPE sections in a tiny random model already differ by 30x RTOL
+# (tests/test_hf.py).
 RTOL = 2e-5
-# Vision encoders AutoModel does not map to their own class.
-_VISION_CLASSES = {"llama4_vision_model": ("llama4.modeling_llama4", "Llama4VisionModel"),
-                   "qwen2_vl_vision": ("qwen2_vl.modeling_qwen2_vl", "Qwen2VisionTransformerPretrainedModel")}
-# A whole VLM's model_type -> the model_type of the part export-hf builds.
-_TEXT_OF = {"qwen2_vl": "qwen2_vl_text", "qwen2_5_vl": "qwen2_5_vl_text", "qwen3_vl": "qwen3_vl_text"}
-_VISION_OF = {"qwen2_vl": "qwen2_vl_vision", "qwen2_5_vl": "qwen2_5_vl_vision", "qwen3_vl": "qwen3_vl_vision",
-              "llama4": "llama4_vision_model", "mistral3": "pixtral", "llava": "pixtral"}
+TOLERANCE = {"rtol": RTOL, "atol": 0.0}
 
 
 def _narrow(cfg: dict, part: str, layers: int) -> dict:
@@ -51,7 +45,7 @@ def _narrow(cfg: dict, part: str, layers: int) -> dict:
     cfg = dict(cfg)
     if part == "text":
         heads = int(cfg.get("num_attention_heads") or cfg["n_head"])
-        head_dim = _head_dim(cfg)
+        head_dim = head_dim_of(cfg)
         kv = int(cfg.get("num_key_value_heads") or heads)
         new_kv = min(kv, 2)
         new_heads = new_kv * min(heads // kv, 2)
@@ -64,7 +58,7 @@ def _narrow(cfg: dict, part: str, layers: int) -> dict:
         cfg.update(bos_token_id=None, eos_token_id=None, pad_token_id=None)  # ids past the smaller vocabulary
         return cfg
     heads = int(cfg.get("num_heads") or cfg["num_attention_heads"])
-    head_dim = _head_dim(cfg, width_keys=("embed_dim", "hidden_size"), head_keys=("num_heads", "num_attention_heads"))
+    head_dim = head_dim_of(cfg, width_keys=("embed_dim", "hidden_size"), head_keys=("num_heads", "num_attention_heads"))
     new_heads = min(heads, 2)
     new_width = new_heads * head_dim
     model_type = cfg.get("model_type")
@@ -101,7 +95,7 @@ def tiny_model(config, part: str = "text", layers: int = 2, *, seed: int = 0, fu
     raw = load_config(config)
     part, sub, parent = select_part(raw, part)
     model_type = str(sub.get("model_type") or parent.get("model_type") or "")
-    model_type = (_TEXT_OF if part == "text" else _VISION_OF).get(model_type, model_type)
+    model_type = (TEXT_OF if part == "text" else VISION_OF).get(model_type, model_type)
     supported = TEXT_TYPES if part == "text" else VISION_TYPES
     if model_type not in supported:
         raise ValueError(f"model_type {model_type!r} ({part}) is not supported by export-hf; supported: {', '.join(supported)}")
@@ -124,8 +118,8 @@ def tiny_model(config, part: str = "text", layers: int = 2, *, seed: int = 0, fu
         raise ValueError(f"transformers cannot build a {model_type} config from this file: {exc}") from None
     config_obj._attn_implementation = "eager"
     torch.manual_seed(seed)
-    if model_type in _VISION_CLASSES:
-        module, cls = _VISION_CLASSES[model_type]
+    if model_type in VISION_CLASSES:
+        module, cls = VISION_CLASSES[model_type]
         model = getattr(importlib.import_module(f"transformers.models.{module}"), cls)(config_obj)
     else:
         model = transformers.AutoModel.from_config(config_obj, attn_implementation="eager")
@@ -152,11 +146,11 @@ class _Vision(nn.Module):
 
 
 def _kind(model: nn.Module) -> str:
-    """The input family, read off the model's rotary module (`hf.SUPPORTED_ROTARY_CLASSES`)."""
+    """The input family, read off the model's rotary module (`architectures.ROTARY_CLASSES`)."""
     for module in model.modules():
         cls = type(module).__name__
-        if cls in hf.SUPPORTED_ROTARY_CLASSES:
-            kind = hf.SUPPORTED_ROTARY_CLASSES[cls][0]
+        if cls in ROTARY_CLASSES:
+            kind = ROTARY_CLASSES[cls][0]
             if kind == "vision_hw":  # same rotary, different inputs
                 return "pixtral" if cls.startswith("Pixtral") else "qwen_vision"
             return kind
@@ -198,35 +192,16 @@ def example_inputs(model: nn.Module, *, batch: int = 2, seq: int = 9, seed: int 
     return _Vision(model), (features, grid), ["hidden_states", "grid_thw"], {}
 
 
-@contextlib.contextmanager
-def _silent_fds():
-    saved = [os.dup(1), os.dup(2)]
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        sys.stdout.flush(), sys.stderr.flush()
-        os.dup2(null, 1), os.dup2(null, 2)
-        yield
-    finally:
-        sys.stdout.flush(), sys.stderr.flush()
-        os.dup2(saved[0], 1), os.dup2(saved[1], 2)
-        for fd in (*saved, null):
-            os.close(fd)
-
-
-def error_line(exc: BaseException) -> str:
-    """``Type: first line`` of an exception, without the terminal colours the exporter adds."""
-    first = (re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first}"
-
-
-def _onnx_bytes(wrapper, args, names, axes, *, exporter: str, opset: int, fused: bool = False) -> bytes:
+def export_bytes(wrapper, args, names, axes, *, exporter: str, opset: int, fused: bool = False) -> bytes:
+    """The ONNX bytes of ``wrapper(*args)`` (`example_inputs`) from the dynamo or the legacy
+    exporter; ``fused``: the model is patched with the fused rotary, which needs opset 23."""
     if exporter not in ("dynamo", "legacy"):
         raise ValueError(f"exporter must be 'dynamo' or 'legacy', got {exporter!r}")
-    if fused and opset < hf.FUSED_OPSET:
+    if fused and opset < FUSED_OPSET:
         # The dynamo exporter would write RotaryEmbedding into the lower-opset graph anyway.
-        raise ValueError(f"the fused rotary needs opset {hf.FUSED_OPSET} (RotaryEmbedding); got {opset}: "
+        raise ValueError(f"the fused rotary needs opset {FUSED_OPSET} (RotaryEmbedding); got {opset}: "
                          "use opset 23 or fused=False (--no-fused)")
-    with _silent_fds():  # both exporters print whole graphs when they fail; the exception says enough
+    with silent_fds():  # both exporters print whole graphs when they fail; the exception says enough
         return _export_bytes(wrapper, args, names, axes, exporter=exporter, opset=opset)
 
 
@@ -236,11 +211,11 @@ def _export_bytes(wrapper, args, names, axes, *, exporter: str, opset: int) -> b
         for name, spec in axes.items():
             dims[name] = {i: torch.export.Dim(label, min=1) for i, label in spec.items()}
         dynamic = tuple(dims.get(n) for n in names) if dims else None
-        with _quiet():
+        with quiet_exporter():
             program = torch.onnx.export(wrapper, args, dynamo=True, opset_version=opset, dynamic_shapes=dynamic,
                                         input_names=names, output_names=["last_hidden_state"], verify=False, report=False)
         return program.model_proto.SerializeToString()
-    with tempfile.TemporaryDirectory() as tmp, _quiet():
+    with tempfile.TemporaryDirectory() as tmp, quiet_exporter():
         path = os.path.join(tmp, "m.onnx")
         torch.onnx.export(wrapper, args, path, dynamo=False, opset_version=opset, input_names=names,
                           output_names=["last_hidden_state"], dynamic_axes=axes or None)
@@ -261,10 +236,11 @@ class HFExportReport:
     max_abs_diff: float
     tolerance: float
     checked_shapes: list
+    within_tolerance: bool  # every element of every case, NaN and infinity failing
 
     @property
     def passed(self) -> bool:
-        return self.max_abs_diff <= self.tolerance
+        return self.within_tolerance
 
     def summary(self) -> str:
         lines = [f"{self.model}: exported with the {self.exporter} exporter to {self.path}"]
@@ -295,15 +271,14 @@ def export_hf(config, out, *, part: str = "text", layers: int = 2, exporter: str
     exporter's error). Nothing is written at ``out`` if the export fails.
     """
     import onnx
-    import onnxruntime as ort
 
     say = progress or (lambda msg: None)
     say("building the model")
     model = tiny_model(config, part, layers, seed=seed, full_width=full_width)
     wrapper, args, names, axes = example_inputs(model, seed=seed)
     say(f"exporting {type(model).__name__} (patched, {exporter})")
-    with hf.patch(model, fused=fused) as patched:
-        data = _onnx_bytes(wrapper, args, names, axes, exporter=exporter, opset=opset, fused=fused)
+    with patch(model, fused=fused) as patched:
+        data = export_bytes(wrapper, args, names, axes, exporter=exporter, opset=opset, fused=fused)
         replaced = patched.replaced
     proto = onnx.load_from_string(data)
     ops = [n.op_type for n in proto.graph.node]
@@ -311,28 +286,30 @@ def export_hf(config, out, *, part: str = "text", layers: int = 2, exporter: str
     if compare_unpatched:
         say("exporting the unpatched model, for comparison")
         try:
-            unpatched_nodes = len(onnx.load_from_string(_onnx_bytes(wrapper, args, names, axes, exporter=exporter,
-                                                                    opset=opset)).graph.node)
+            unpatched_nodes = len(onnx.load_from_string(export_bytes(wrapper, args, names, axes, exporter=exporter,
+                                                                     opset=opset)).graph.node)
         except Exception as exc:  # noqa: BLE001 - the exporter's own failure is the finding
             unpatched_error = error_line(exc)[:200]
     say("running onnxruntime")
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    runner = OnnxRuntimeRunner(data, "cpu")
     cases = [args]
     if axes:  # a batch and sequence the export never saw
         cases.append(example_inputs(model, batch=3, seq=13, seed=seed + 1)[1])
-    fed = {i.name for i in session.get_inputs()}  # the legacy exporter folds inputs used only in Python
-    worst, scale, shapes = 0.0, 1.0, []
+    fed = set(runner.input_names)  # the legacy exporter folds inputs used only in Python
+    worst, scale, shapes, ok = 0.0, 1.0, [], True
     for case in cases:
         with torch.no_grad():
             want = wrapper(*case).numpy()
-        got = session.run(None, {n: a.numpy() for n, a in zip(names, case) if n in fed})[0]
+        got = runner.run_feeds({n: a.numpy() for n, a in zip(names, case) if n in fed})[0]
         if got.shape != want.shape:
             raise RuntimeError(f"onnxruntime output shape {got.shape} != transformers {want.shape}")
-        worst = max(worst, float(np.abs(got - want).max()))
+        stats = compare(got, want, TOLERANCE, scale="tensor")
+        ok = ok and stats["ok"]
+        worst = max(worst, stats["max_abs_err"])
         scale = max(scale, float(np.abs(want).max()))
         shapes.append(tuple(case[0].shape))
     atomic_write(out, data)
     return HFExportReport(path=os.fspath(out), model=type(model).__name__, exporter=exporter, replaced=replaced,
                           nodes=len(ops), rotary_nodes=ops.count("RotaryEmbedding"), nodes_unpatched=unpatched_nodes,
                           unpatched_error=unpatched_error, max_abs_diff=worst, tolerance=RTOL * scale,
-                          checked_shapes=shapes)
+                          checked_shapes=shapes, within_tolerance=ok)

@@ -16,52 +16,23 @@ TensorRT (skipped: no builder here). onnxruntime rows run on its CPU provider.
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
-from .modules import RotaryEmbedding
-from .presets import load_preset, preset_info
-from .spec import RopeSpec
+from .._util import torch_dtype
+from ..export.forms import forms_for
+from ..export.graph import export_onnx
+from ..modules import RotaryEmbedding
+from ..presets import heads_of, load_preset
+from .baselines import HFStyleRotary, hf_baseline_graph, op_alone_graph
+from .timing import make_timer
 
-__all__ = ["HFStyleRotary", "BenchRow", "bench", "format_table", "heads_of", "make_timer", "DEFAULT_SHAPES"]
+__all__ = ["BenchRow", "bench", "format_table", "rows_to_json", "plot_scaling", "DEFAULT_SHAPES"]
 
 DEFAULT_SHAPES = (("prefill", 1, 2048), ("prefill", 1, 8192), ("decode", 64, 1))
-
-
-class HFStyleRotary(torch.nn.Module):
-    """transformers' Llama / Qwen2-VL rotary as users run it: cat(freqs, freqs), cos/sin in the
-    activation dtype, rotate_half with cat; M-RoPE recomposes sections with split + cat."""
-
-    def __init__(self, spec: RopeSpec):
-        super().__init__()
-        self.register_buffer("inv_freq", torch.tensor(spec.inv_freq, dtype=torch.float32))
-        self.sections = spec.scaling_dict.get("mrope_section") if spec.num_axes == 3 else None
-        self.rot = spec.rotary_dim
-
-    @staticmethod
-    def rotate_half(x):
-        x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
-        return torch.cat((-x2, x1), dim=-1)
-
-    def forward(self, q, k, position_ids):
-        freqs = position_ids[..., None].float() * self.inv_freq
-        if self.sections:
-            freqs = torch.cat([m[i % 3] for i, m in enumerate(freqs.split(self.sections, dim=-1))], dim=-1)
-        elif freqs.dim() == 4:  # 2D specs: rows then columns, as the vision encoders lay them out
-            half = freqs.shape[-1] // 2
-            freqs = torch.cat([freqs[0, ..., :half], freqs[1, ..., half:]], dim=-1)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos().to(q.dtype)[:, None], emb.sin().to(q.dtype)[:, None]
-        out = []
-        for x in (q, k):
-            xr, xp = x[..., : self.rot], x[..., self.rot :]
-            out.append(torch.cat(((xr * cos) + (self.rotate_half(xr) * sin), xp), dim=-1))
-        return tuple(out)
 
 
 @dataclass
@@ -76,57 +47,6 @@ class BenchRow:
     note: str = ""
 
 
-def heads_of(preset: str) -> tuple[int, int]:
-    """(Hq, Hk) from the preset's config (vision encoders: Hk = Hq)."""
-    name, _, part = preset.partition(":")
-    cfg = preset_info(name)["config"]
-    if part == "vision" or ("vision_config" in cfg and "text_config" not in cfg and "num_attention_heads" not in cfg):
-        sub = cfg["vision_config"]
-        h = sub.get("num_heads") or sub.get("num_attention_heads")
-        return int(h), int(h)
-    sub = {**cfg, **cfg.get("text_config", {})}
-    hq = sub.get("num_attention_heads") or sub.get("n_head")
-    return int(hq), int(sub.get("num_key_value_heads") or hq)
-
-
-def make_timer(device: str, repeat: int, warmup: int | None = None):
-    """``timer(fn, sets) -> median ms``: warm-up, then ``repeat`` timed calls rotating through
-    ``sets``; CUDA events on "cuda" (one synchronised call each), perf_counter on CPU (at most
-    ~10 s a backend)."""
-    if device == "cuda":
-        warm = 5 if warmup is None else warmup
-
-        def run(fn, sets):
-            for i in range(warm):
-                fn(*sets[i % len(sets)])
-            torch.cuda.synchronize()
-            times = []
-            for i in range(repeat):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn(*sets[i % len(sets)])
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end))
-            return statistics.median(times)
-        return run
-
-    warm = 3 if warmup is None else warmup
-
-    def run(fn, sets):
-        for i in range(warm):
-            fn(*sets[i % len(sets)])
-        times, budget = [], time.perf_counter() + 10.0
-        for i in range(repeat):
-            t = time.perf_counter()
-            fn(*sets[i % len(sets)])
-            times.append((time.perf_counter() - t) * 1e3)
-            if time.perf_counter() > budget and len(times) >= 5:
-                break
-        return statistics.median(times)
-    return run
-
-
 def _ort_session(path: str, threads: int | None):
     import onnxruntime as ort
 
@@ -137,43 +57,12 @@ def _ort_session(path: str, threads: int | None):
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
-def _op_alone_graph(spec: RopeSpec, hq: int, hk: int, dtype: str):
-    """Two RotaryEmbedding nodes fed cos/sin [B, S, P] as inputs: the op's own cost."""
-    from onnx import TensorProto, helper
-
-    t = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}[dtype]
-    attrs = dict(rotary_embedding_dim=spec.rotary_dim, interleaved=int(spec.layout == "interleaved"))
-    nodes = [helper.make_node("RotaryEmbedding", [x, "cos", "sin"], [f"{x}_rot"], num_heads=h, **attrs)
-             for x, h in (("q", hq), ("k", hk))]
-    vi = helper.make_tensor_value_info
-    inputs = [vi("q", t, ["B", hq, "S", spec.head_dim]), vi("k", t, ["B", hk, "S", spec.head_dim]),
-              vi("cos", t, ["B", "S", spec.num_pairs]), vi("sin", t, ["B", "S", spec.num_pairs])]
-    outputs = [vi("q_rot", t, ["B", hq, "S", spec.head_dim]), vi("k_rot", t, ["B", hk, "S", spec.head_dim])]
-    return helper.make_model(helper.make_graph(nodes, "op_alone", inputs, outputs), opset_imports=[helper.make_opsetid("", 23)], ir_version=10)
-
-
-def _hf_baseline_graph(spec: RopeSpec, path: str, hq: int, hk: int, dtype: torch.dtype):
-    from .export import _quiet, example_inputs
-
-    args = example_inputs(spec, batch=3, seq=11, num_q_heads=hq, num_kv_heads=hk, dtype=dtype)
-    b, s = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    pos_axes = {0: b, 1: s} if spec.num_axes == 1 else {1: b, 2: s}
-    with _quiet():
-        program = torch.onnx.export(HFStyleRotary(spec).eval(), args, dynamo=True, opset_version=23, optimize=True,
-                                    dynamic_shapes={"q": {0: b, 2: s}, "k": {0: b, 2: s}, "position_ids": pos_axes},
-                                    input_names=["q", "k", "position_ids"], output_names=["q_rot", "k_rot"])
-    program.save(path)
-    return path
-
-
 def bench(preset: str, *, shapes=DEFAULT_SHAPES, dtype: str = "float32", device: str | None = None,
           repeat: int = 30, threads: int | None = None, compile: bool = True, onnx: bool = True,
           progress=None) -> list[BenchRow]:
     """Time every backend for ``preset`` at ``shapes`` ((label, batch, seq), ...)."""
-    from .export import export_onnx
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    tdtype = torch_dtype(dtype)
     if threads:
         torch.set_num_threads(threads)
     spec = load_preset(preset)
@@ -184,7 +73,7 @@ def bench(preset: str, *, shapes=DEFAULT_SHAPES, dtype: str = "float32", device:
     compiled = torch.compile(ours) if compile else None
     triton_reason = None
     if device == "cuda":
-        from .kernels import triton_available
+        from ..kernels import triton_available
 
         triton_reason = triton_available(device)
         fused = RotaryEmbedding(spec, backend="triton").to(device) if triton_reason is None else None
@@ -196,33 +85,32 @@ def bench(preset: str, *, shapes=DEFAULT_SHAPES, dtype: str = "float32", device:
         ort_reason = "onnxruntime CPU has no bfloat16 kernels for these ops"
     elif onnx:
         try:
-            forms = [("ort fused (ours)", "fused"), ("ort decomposed (ours)", "decomposed"), ("ort plugin-form (ours)", "plugin")]
-            if spec.num_axes == 1 and spec.length_rule is None and spec.max_position_embeddings:
-                forms.insert(1, ("ort table (ours)", "table"))
-            for label, form in forms:
-                if form == "plugin" and spec.length_rule is not None:
+            usable = forms_for(spec)
+            for form in ("fused", "table", "decomposed", "plugin"):
+                if form not in usable or (form == "table" and not spec.max_position_embeddings):
                     continue
+                label = f"ort {'plugin-form' if form == 'plugin' else form} (ours)"
                 p = export_onnx(spec, os.path.join(tmp.name, f"{form}.onnx"), form=form, dtype=dtype, num_q_heads=hq,
                                 num_kv_heads=hk)
                 sessions[label] = _ort_session(p, threads)
             sessions["ort HF-style dynamo export (baseline)"] = _ort_session(
-                _hf_baseline_graph(spec, os.path.join(tmp.name, "hf.onnx"), hq, hk, torch_dtype), threads)
-            op_alone = _op_alone_graph(spec, hq, hk, dtype)
+                hf_baseline_graph(spec, os.path.join(tmp.name, "hf.onnx"), hq, hk, tdtype), threads)
+            op_alone = op_alone_graph(spec, hq, hk, dtype)
             sessions["ort RotaryEmbedding fed cos/sin"] = _ort_session(op_alone.SerializeToString(), threads)
         except ImportError as exc:
             ort_reason = f"onnxruntime missing ({exc})"
     rows: list[BenchRow] = []
     for label, batch, seq in shapes:
         shape = f"{label} B={batch} S={seq}"
-        nbytes = 2 * batch * (hq + hk) * seq * spec.head_dim * torch_dtype.itemsize
+        nbytes = 2 * batch * (hq + hk) * seq * spec.head_dim * tdtype.itemsize
         copies = 3 if nbytes > 50e6 else 8
         g = torch.Generator().manual_seed(0)
         sets = []
         for _ in range(copies):
-            q = torch.randn(batch, hq, seq, spec.head_dim, generator=g).to(device=device, dtype=torch_dtype)
-            k = torch.randn(batch, hk, seq, spec.head_dim, generator=g).to(device=device, dtype=torch_dtype)
+            q = torch.randn(batch, hq, seq, spec.head_dim, generator=g).to(device=device, dtype=tdtype)
+            k = torch.randn(batch, hk, seq, spec.head_dim, generator=g).to(device=device, dtype=tdtype)
             base = torch.randint(0, 4096, (batch, 1), generator=g) + torch.arange(seq)
-            pos = base if spec.num_axes == 1 else base.expand(spec.num_axes, batch, seq).contiguous()
+            pos = base.expand(spec.position_shape(batch, seq)).contiguous()
             sets.append((q, k, pos.to(device)))
         ms: dict[str, float] = {}
         notes: dict[str, str] = {}
@@ -237,7 +125,7 @@ def bench(preset: str, *, shapes=DEFAULT_SHAPES, dtype: str = "float32", device:
             run("copy (floor)", lambda q, k, p, i: (outs[i][0].copy_(q), outs[i][1].copy_(k)),
                 [(q, k, p, i) for i, (q, k, p) in enumerate(sets)])
         else:
-            if torch_dtype == torch.bfloat16:
+            if tdtype == torch.bfloat16:
                 dst = [(torch.empty_like(q), torch.empty_like(k)) for q, k, _ in sets]
                 run("copy (floor)", lambda q, k, i: (dst[i][0].copy_(q), dst[i][1].copy_(k)),
                     [(q, k, i) for i, (q, k, _) in enumerate(sets)])

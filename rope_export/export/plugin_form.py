@@ -20,7 +20,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from .spec import RopeSpec
+from .._util import torch_dtype
+from ..spec import RopeSpec
+from .forms import form_refusal
 
 __all__ = ["OP_TYPE", "DOMAIN", "PLUGIN_VERSION", "plugin_function", "build_plugin_model", "node_attributes"]
 
@@ -69,11 +71,16 @@ def node_attributes(spec: RopeSpec, num_heads: int) -> dict:
 
 
 def build_plugin_model(spec: RopeSpec, *, opset: int, dtype: str, num_q_heads: int, num_kv_heads: int) -> ir.Model:
-    if spec.length_rule is not None:
-        raise ValueError("form 'plugin' supports specs without a length rule (dynamic NTK / LongRoPE)")
-    elem = {"float32": ir.DataType.FLOAT, "float16": ir.DataType.FLOAT16, "bfloat16": ir.DataType.BFLOAT16}[dtype]
+    """The plugin-form graph as an ONNX IR model (`rope_export.export.build_onnx` checks and
+    labels it)."""
+    from onnx_ir.tensor_adapters import from_torch_dtype
+
+    reason = form_refusal("plugin", spec)
+    if reason:
+        raise ValueError(reason)
+    elem = from_torch_dtype(torch_dtype(dtype))
     batch, seq = ir.SymbolicDim("batch"), ir.SymbolicDim("sequence")
-    pos_shape = [batch, seq] if spec.num_axes == 1 else [spec.num_axes, batch, seq]
+    pos_shape = list(spec.position_shape(batch, seq))
 
     def value(name, dt, shape):
         return ir.Value(name=name, type=ir.TensorType(dt), shape=ir.Shape(shape))

@@ -33,173 +33,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import sys
 import warnings
 
 import torch
 from torch import nn
 
-from .modules import RotaryEmbedding, apply_rotary
-from .spec import RopeSpec
+from ..architectures import KEEPS_FLOAT32, ROTARY_CLASSES
+from ..spec import RopeSpec
+from .rotary import HFRotary, make_apply
 
-__all__ = ["HFRotary", "Patch", "patch", "unpatch", "SUPPORTED_ROTARY_CLASSES"]
-
-# rotary class -> (kind, module-level apply functions of its modeling file)
-_TEXT = ("text", ("apply_rotary_pos_emb",))
-_MROPE = ("mrope", ("apply_rotary_pos_emb",))
-_VISION_QWEN = ("vision_hw", ("apply_rotary_pos_emb_vision",))
-SUPPORTED_ROTARY_CLASSES = {
-    "LlamaRotaryEmbedding": _TEXT,
-    "MistralRotaryEmbedding": _TEXT,
-    "Qwen2RotaryEmbedding": _TEXT,
-    "Phi3RotaryEmbedding": _TEXT,
-    "GPTNeoXRotaryEmbedding": _TEXT,
-    "Qwen2VLRotaryEmbedding": _MROPE,
-    "Qwen2_5_VLRotaryEmbedding": _MROPE,
-    "Qwen3VLTextRotaryEmbedding": _MROPE,
-    "PixtralVisionRotaryEmbedding": ("vision_hw", ("apply_rotary_pos_emb",)),
-    "Qwen2VLVisionRotaryEmbedding": _VISION_QWEN,
-    "Qwen2_5_VLVisionRotaryEmbedding": _VISION_QWEN,
-    "Qwen3VLVisionRotaryEmbedding": _VISION_QWEN,
-    "Llama4VisionRotaryEmbedding": ("llama4_vision", ("vision_apply_rotary_emb",)),
-}
-_KEEPS_FLOAT32 = {"Qwen2VLVisionRotaryEmbedding", "Qwen2_5_VLVisionRotaryEmbedding", "Qwen3VLVisionRotaryEmbedding"}
-FUSED_OPSET = 23
-
-
-# ------------------------------------------------------------------------ rotation
-@functools.lru_cache(maxsize=64)
-def _layout_spec(head_dim: int, rotary_dim: int, interleaved: bool) -> RopeSpec:
-    # apply_rotary reads only head_dim, rotary_dim and the layout from a spec.
-    return RopeSpec(head_dim=head_dim, rotary_dim=rotary_dim, inv_freq=(1.0,) * (rotary_dim // 2),
-                    layout="interleaved" if interleaved else "half")
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool, fused: bool) -> torch.Tensor:
-    """x ``[B, H, S, D]``; cos/sin ``[B, S, P]`` (P = rotary_dim / 2) -> rotated x."""
-    rotary_dim = 2 * cos.shape[-1]
-    if fused and torch.compiler.is_exporting():
-        return torch.onnx.ops.rotary_embedding(x, cos.to(x.dtype), sin.to(x.dtype), interleaved=interleaved,
-                                               num_heads=x.shape[1], rotary_embedding_dim=rotary_dim)
-    if fused and torch.jit.is_tracing():
-        from .export import _rotary_op
-
-        _register_legacy_symbolic()
-        return _rotary_op(x, cos.to(x.dtype), sin.to(x.dtype), int(interleaved), rotary_dim, x.shape[1])
-    return apply_rotary(x, cos.float(), sin.float(), _layout_spec(int(x.shape[-1]), int(rotary_dim), interleaved))
-
-
-@functools.cache
-def _register_legacy_symbolic() -> None:
-    from torch.onnx import symbolic_helper
-
-    @symbolic_helper.parse_args("v", "v", "v", "i", "i", "i")
-    def symbolic(g, x, cos, sin, interleaved, rotary_dim, num_heads):
-        if g.opset < FUSED_OPSET:
-            raise ValueError(f"rope_export's fused rotary needs opset {FUSED_OPSET} (RotaryEmbedding); got opset "
-                             f"{g.opset}: export with opset_version={FUSED_OPSET} or patch(model, fused=False)")
-        return g.op("RotaryEmbedding", x, cos, sin, interleaved_i=interleaved, rotary_embedding_dim_i=rotary_dim,
-                    num_heads_i=num_heads)
-
-    torch.onnx.register_custom_op_symbolic("rope_export::rotary_embedding", symbolic, 1)
-
-
-def _half(cos: torch.Tensor) -> torch.Tensor:
-    # transformers' cos/sin repeat the P angles twice ([c, c]); the op takes them once.
-    return cos[..., : cos.shape[-1] // 2]
-
-
-def _batch(cos: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    # The op wants cos/sin per batch row; broadcast a shared [1, S, P] only when it must.
-    return cos if cos.shape[0] == x.shape[0] else cos.expand(x.shape[0], -1, -1)
-
-
-def _make_apply(kind_fn: str, original, fused: bool):
-    """The replacement for one module-level apply function."""
-    if kind_fn == "apply_rotary_pos_emb":
-        def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
-            # cos/sin: [B, S, R] (unsqueeze_dim 1 or 2) or [S, R] (unsqueeze_dim 0, Pixtral).
-            cos, sin = _half(cos), _half(sin)
-            if cos.dim() == 2:
-                cos, sin = cos[None], sin[None]
-            heads_second = unsqueeze_dim != 2  # q/k [B, H, S, D]; else [B, S, H, D]
-            out = []
-            for x in (q, k):
-                xt = x if heads_second else x.transpose(1, 2)
-                c, s = _batch(cos, xt), _batch(sin, xt)
-                y = _rotate(xt, c, s, False, fused)
-                out.append(y if heads_second else y.transpose(1, 2))
-            return tuple(out)
-
-        return apply_rotary_pos_emb
-    if kind_fn == "apply_rotary_pos_emb_vision":
-        def apply_rotary_pos_emb_vision(q, k, cos, sin):
-            # q/k [N, H, D] (one packed sequence), cos/sin [N, D] float32.
-            c, s = _half(cos)[None], _half(sin)[None]
-            return tuple(_rotate(x.transpose(0, 1)[None], c, s, False, fused)[0].transpose(0, 1) for x in (q, k))
-
-        return apply_rotary_pos_emb_vision
-
-    def vision_apply_rotary_emb(query, key, freqs_ci):
-        if isinstance(freqs_ci, torch.Tensor):  # an unpatched Llama 4 model's complex table
-            return original(query, key, freqs_ci)
-        cos, sin = freqs_ci  # [S, P] each, from HFRotary
-        out = []
-        for x in (query, key):  # [B, S, H, D]
-            c, s = _batch(cos[None], x), _batch(sin[None], x)
-            out.append(_rotate(x.transpose(1, 2), c, s, True, fused).transpose(1, 2))
-        return tuple(out)
-
-    return vision_apply_rotary_emb
-
-
-# ------------------------------------------------------------------- rotary module
-class HFRotary(nn.Module):
-    """Stands in for a transformers rotary module: same call, same output format, computed by
-    `rope_export.RotaryEmbedding.cos_sin` (explicit float32 sin/cos, one gather for M-RoPE/2D).
-
-    Args:
-        spec: from the model's config (`RopeSpec.from_hf_config`).
-        kind: "text" (position_ids ``[B, S]``), "mrope" (``[3, B, S]`` or ``[B, S]``),
-            "vision_hw" (``[N, 2]`` row/column per patch) or "llama4_vision" (no positions:
-            the fixed patch grid plus a class token).
-        keep_float32: return float32 cos/sin (Qwen vision encoders) instead of ``x.dtype``.
-        grid: patches per side (llama4_vision only).
-    Returns (forward): ``(cos, sin)``: ``[B, S, R]`` (text), ``[N, R]`` (vision_hw), R =
-    rotary_dim with the P angles repeated twice; llama4_vision: ``[S, P]`` each, no repeat.
-    """
-
-    def __init__(self, spec: RopeSpec, kind: str, *, keep_float32: bool = False, grid: int | None = None):
-        super().__init__()
-        if kind != "llama4_vision" and spec.layout != "half":
-            raise ValueError(f"{kind} rotary modules use the half layout; the spec says {spec.layout!r}")
-        self.spec, self.kind, self.keep_float32 = spec, kind, keep_float32
-        self.rope = RotaryEmbedding(spec)
-        if kind == "llama4_vision":
-            from .positions import patch_grid_positions
-
-            self.register_buffer("positions", patch_grid_positions(grid, grid, offset=1, cls_token="last"), persistent=False)
-
-    def extra_repr(self) -> str:
-        return f"kind={self.kind}"
-
-    def forward(self, x: torch.Tensor, position_ids: torch.Tensor | None = None):
-        if self.kind == "llama4_vision":
-            cos, sin = self.rope.cos_sin(self.positions)
-            return cos[0], sin[0]
-        if self.kind == "mrope" and position_ids.dim() == 2:
-            position_ids = position_ids[None].expand(self.spec.num_axes, -1, -1)
-        vision = self.kind == "vision_hw"
-        if vision:
-            position_ids = position_ids.transpose(0, 1)[:, None]  # [N, 2] -> [2, 1, N]
-        cos, sin = self.rope.cos_sin(position_ids)
-        cos, sin = torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)
-        if vision:
-            cos, sin = cos[0], sin[0]
-        if not self.keep_float32:
-            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        return cos, sin
+__all__ = ["Patch", "patch", "unpatch"]
 
 
 # --------------------------------------------------------------------------- patch
@@ -276,21 +120,21 @@ def patch(model: nn.Module, *, fused: bool = True) -> Patch:
     found, unsupported = [], []
     for name, module in model.named_modules():
         cls = type(module).__name__
-        if cls in SUPPORTED_ROTARY_CLASSES:
+        if cls in ROTARY_CLASSES:
             found.append((name, module))
         elif "Rotary" in cls:
             unsupported.append(f"{name or '<model>'} ({cls})")
     if unsupported:
         raise ValueError(f"{type(model).__name__} has rotary modules rope_export does not patch: {', '.join(unsupported)}; "
-                         f"supported: {', '.join(sorted(SUPPORTED_ROTARY_CLASSES))}")
+                         f"supported: {', '.join(sorted(ROTARY_CLASSES))}")
     if not found:
         raise ValueError(f"{type(model).__name__} has no rotary module rope_export knows "
-                         f"(looked for {', '.join(sorted(SUPPORTED_ROTARY_CLASSES))})")
+                         f"(looked for {', '.join(sorted(ROTARY_CLASSES))})")
 
     plans = [(name, module, _build(name, module)) for name, module in found]  # all checks before any change
     keys = []
     for _, module, _ in plans:
-        kind, functions = SUPPORTED_ROTARY_CLASSES[type(module).__name__]
+        kind, functions = ROTARY_CLASSES[type(module).__name__]
         for fn in functions:
             key = (type(module).__module__, fn)
             if key in _SWAPS and _SWAPS[key].fused != fused:
@@ -308,7 +152,7 @@ def patch(model: nn.Module, *, fused: bool = True) -> Patch:
     for key in keys:
         if key not in _SWAPS:
             original = getattr(sys.modules[key[0]], key[1])
-            _SWAPS[key] = _Swap(original, _make_apply(key[1], original, fused), fused)
+            _SWAPS[key] = _Swap(original, make_apply(key[1], original, fused), fused)
             setattr(sys.modules[key[0]], key[1], _SWAPS[key].replacement)
         _SWAPS[key].users += 1
     result = Patch(model, replaced, modules, keys)
@@ -327,7 +171,7 @@ def unpatch(model: nn.Module) -> None:
 def _build(name: str, module: nn.Module) -> HFRotary:
     """The replacement for one rotary module, checked against the module itself."""
     cls = type(module).__name__
-    kind, _ = SUPPORTED_ROTARY_CLASSES[cls]
+    kind, _ = ROTARY_CLASSES[cls]
     config = getattr(module, "config", None)
     if config is None or not hasattr(config, "to_dict"):
         raise ValueError(f"{name} ({cls}) carries no config to build a rope spec from")
@@ -340,7 +184,7 @@ def _build(name: str, module: nn.Module) -> HFRotary:
     if kind == "llama4_vision":
         grid = int(config.image_size) // int(config.patch_size)
     # On the module's device whichever check runs below (a CUDA model gets a CUDA adapter).
-    adapter = HFRotary(spec, kind, keep_float32=cls in _KEEPS_FLOAT32, grid=grid).to(_device_of(module))
+    adapter = HFRotary(spec, kind, keep_float32=cls in KEEPS_FLOAT32, grid=grid).to(_device_of(module))
     rounded = {b.dtype for b in module.buffers() if b.is_floating_point() and b.dtype != torch.float32}
     if len(rounded) == 1:
         # A model cast with .to(bfloat16) rounds its inv_freq buffer, and transformers computes

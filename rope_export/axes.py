@@ -1,0 +1,43 @@
+"""Which position stream each rotation pair follows (a spec's ``axis_of_pair``).
+
+Example:
+    >>> mrope_axes([1, 1, 2], interleaved=False)
+    (0, 1, 2, 2)
+    >>> axial_axes(4, column_first=True)
+    (1, 1, 0, 0)
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+__all__ = ["mrope_axes", "axial_axes"]
+
+
+def mrope_axes(sections: Sequence[int], *, interleaved: bool, pairs: int | None = None) -> tuple[int, ...]:
+    """Multi-axis RoPE: ``sections`` counts pairs per axis (``mrope_section``).
+
+    Contiguous (Qwen2-VL, Qwen2.5-VL): pairs ``[0, s0)`` follow axis 0, the next ``s1`` axis 1, ...
+    Interleaved (Qwen3-VL): pair j follows axis ``a = j % A`` when ``a > 0`` and
+    ``j < A * sections[a]``, else axis 0.
+
+    Raises:
+        ValueError: fewer than 2 sections, a negative one, or (with ``pairs``) a sum other than ``pairs``.
+    """
+    sections = [int(s) for s in sections]
+    if len(sections) < 2 or any(s < 0 for s in sections):
+        raise ValueError(f"sections (mrope_section) must list >= 2 non-negative pair counts, got {sections}")
+    total = sum(sections)
+    if pairs is not None and total != pairs:
+        raise ValueError(f"sections (mrope_section) {sections} sum to {total}, expected rotary_dim / 2 = {pairs}")
+    num_axes = len(sections)
+    if not interleaved:
+        return tuple(a for a, s in enumerate(sections) for _ in range(s))
+    return tuple((j % num_axes) if j % num_axes > 0 and j < num_axes * sections[j % num_axes] else 0 for j in range(total))
+
+
+def axial_axes(pairs: int, *, column_first: bool = False) -> tuple[int, ...]:
+    """2D RoPE: the first half of the pairs follows rows (axis 0), the second half columns
+    (axis 1); ``column_first`` swaps them (Llama 4 vision)."""
+    first, second = (1, 0) if column_first else (0, 1)
+    return (first,) * (pairs // 2) + (second,) * (pairs // 2)

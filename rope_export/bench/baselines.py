@@ -1,0 +1,78 @@
+"""What our paths are timed against: the HF-style torch module and its own dynamo export (the
+baselines users have today), and the bare ``RotaryEmbedding`` op fed precomputed cos/sin."""
+
+from __future__ import annotations
+
+import torch
+
+from .._util import quiet_exporter
+from ..export.graph import example_inputs
+from ..spec import RopeSpec
+
+__all__ = ["HFStyleRotary", "hf_baseline_graph", "op_alone_graph"]
+
+
+class HFStyleRotary(torch.nn.Module):
+    """The rotary as transformers' Llama / Qwen2-VL code writes it, the baseline users run
+    today: cat(freqs, freqs), cos/sin in the activation dtype, rotate_half with cat; M-RoPE
+    recomposes sections with split + cat, 2D takes rows then columns.
+
+    It always rotates in the half layout and assumes contiguous sections (and, for 2D, rows
+    first): for specs with the interleaved layout (GPT-J, Llama 4 vision) or interleaved
+    M-RoPE (Qwen3-VL) it times the same amount of work but does not compute that model's
+    rotation.
+    """
+
+    def __init__(self, spec: RopeSpec):
+        super().__init__()
+        self.register_buffer("inv_freq", torch.tensor(spec.inv_freq, dtype=torch.float32))
+        self.sections = spec.scaling_dict.get("mrope_section") if spec.num_axes == 3 else None
+        self.rot = spec.rotary_dim
+
+    @staticmethod
+    def rotate_half(x):
+        x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
+        return torch.cat((-x2, x1), dim=-1)
+
+    def forward(self, q, k, position_ids):
+        freqs = position_ids[..., None].float() * self.inv_freq
+        if self.sections:
+            freqs = torch.cat([m[i % 3] for i, m in enumerate(freqs.split(self.sections, dim=-1))], dim=-1)
+        elif freqs.dim() == 4:  # 2D specs: rows then columns, as the vision encoders lay them out
+            half = freqs.shape[-1] // 2
+            freqs = torch.cat([freqs[0, ..., :half], freqs[1, ..., half:]], dim=-1)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos().to(q.dtype)[:, None], emb.sin().to(q.dtype)[:, None]
+        out = []
+        for x in (q, k):
+            xr, xp = x[..., : self.rot], x[..., self.rot :]
+            out.append(torch.cat(((xr * cos) + (self.rotate_half(xr) * sin), xp), dim=-1))
+        return tuple(out)
+
+
+def hf_baseline_graph(spec: RopeSpec, path: str, hq: int, hk: int, dtype: torch.dtype):
+    args = example_inputs(spec, batch=3, seq=11, num_q_heads=hq, num_kv_heads=hk, dtype=dtype)
+    b, s = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    rank = len(spec.position_shape(1, 1))
+    pos_axes = {rank - 2: b, rank - 1: s}
+    with quiet_exporter():
+        program = torch.onnx.export(HFStyleRotary(spec).eval(), args, dynamo=True, opset_version=23, optimize=True,
+                                    dynamic_shapes={"q": {0: b, 2: s}, "k": {0: b, 2: s}, "position_ids": pos_axes},
+                                    input_names=["q", "k", "position_ids"], output_names=["q_rot", "k_rot"])
+    program.save(path)
+    return path
+
+
+def op_alone_graph(spec: RopeSpec, hq: int, hk: int, dtype: str):
+    """Two RotaryEmbedding nodes fed cos/sin [B, S, P] as inputs: the op's own cost."""
+    from onnx import TensorProto, helper
+
+    t = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}[dtype]
+    attrs = dict(rotary_embedding_dim=spec.rotary_dim, interleaved=int(spec.layout == "interleaved"))
+    nodes = [helper.make_node("RotaryEmbedding", [x, "cos", "sin"], [f"{x}_rot"], num_heads=h, **attrs)
+             for x, h in (("q", hq), ("k", hk))]
+    vi = helper.make_tensor_value_info
+    inputs = [vi("q", t, ["B", hq, "S", spec.head_dim]), vi("k", t, ["B", hk, "S", spec.head_dim]),
+              vi("cos", t, ["B", "S", spec.num_pairs]), vi("sin", t, ["B", "S", spec.num_pairs])]
+    outputs = [vi("q_rot", t, ["B", hq, "S", spec.head_dim]), vi("k_rot", t, ["B", hk, "S", spec.head_dim])]
+    return helper.make_model(helper.make_graph(nodes, "op_alone", inputs, outputs), opset_imports=[helper.make_opsetid("", 23)], ir_version=10)

@@ -1,0 +1,67 @@
+"""The graph forms, and which form can represent which spec at which opset.
+
+    "fused"       opset >= 23: the standard ``RotaryEmbedding`` op on q and on k, fed per-token
+                  cos/sin [B, S, P] built in the graph from position_ids (the multi-axis
+                  section split is one gather by axis_of_pair).
+    "decomposed"  opset >= 17: plain elementwise ops (Slice/Mul/Sub/Add/Concat).
+    "table"       opset >= 23, one-axis specs without a length rule: ``RotaryEmbedding`` looking
+                  cos/sin up in a [table_length, P] table by position_ids (positions must be
+                  < table_length; onnxruntime rejects larger ones).
+    "plugin"      opset >= 23, specs without a length rule: one ``MultiAxisRotary`` node
+                  (domain rope_export) per tensor, defined as a model-local function; TensorRT
+                  swaps in the fused plugin when registered (see `plugin_form`).
+    "contrib"     onnxruntime only (opset >= 17): ``com.microsoft.RotaryEmbedding`` fed this
+                  batch's per-token cos/sin table and each token's row index.
+    "auto"        "decomposed" below opset 23; at 23+ "table" for one-axis specs without a
+                  length rule whose max_position_embeddings is known (measured as fast or
+                  faster on onnxruntime CPU: tools/table_vs_ingraph.py), else "fused".
+"""
+
+from __future__ import annotations
+
+from ..spec import RopeSpec
+
+__all__ = ["FORMS", "MIN_OPSET", "FUSED_OPSET", "resolve_form", "form_refusal", "forms_for"]
+
+FORMS = ("auto", "fused", "decomposed", "contrib", "table", "plugin")
+MIN_OPSET = 17
+FUSED_OPSET = 23  # the first opset with the standard RotaryEmbedding op
+_NEEDS_FUSED_OPSET = ("fused", "table", "plugin")
+
+
+def form_refusal(form: str, spec: RopeSpec) -> str | None:
+    """Why ``form`` cannot represent ``spec`` exactly, or None when it can."""
+    if form == "table" and (spec.num_axes != 1 or spec.length_rule is not None):
+        return "form 'table' needs a one-axis spec without a length rule (dynamic NTK / LongRoPE)"
+    if form == "plugin" and spec.length_rule is not None:
+        return "form 'plugin' supports specs without a length rule (dynamic NTK / LongRoPE)"
+    return None
+
+
+def forms_for(spec: RopeSpec, opset: int = FUSED_OPSET) -> list[str]:
+    """The concrete forms (not "auto") that represent ``spec`` at ``opset``."""
+    return [f for f in FORMS[1:] if form_refusal(f, spec) is None and (opset >= FUSED_OPSET or f not in _NEEDS_FUSED_OPSET)]
+
+
+def resolve_form(form: str, opset: int, spec: RopeSpec | None = None) -> str:
+    """The concrete form for ``form`` (see the module docstring for "auto").
+
+    Raises:
+        ValueError: unknown form, opset below 17, a form that needs opset 23 below it, or
+            (with ``spec``) a form that cannot represent the spec.
+    """
+    if not isinstance(opset, int) or isinstance(opset, bool) or opset < MIN_OPSET:
+        raise ValueError(f"opset must be an int >= {MIN_OPSET}, got {opset!r}")
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    if form == "auto":
+        if opset < FUSED_OPSET:
+            return "decomposed"
+        tableable = spec is not None and form_refusal("table", spec) is None and spec.max_position_embeddings
+        return "table" if tableable else "fused"
+    if form in _NEEDS_FUSED_OPSET and opset < FUSED_OPSET:
+        raise ValueError(f"form {form!r} needs opset >= {FUSED_OPSET} (RotaryEmbedding); got opset {opset}: use form='decomposed'")
+    reason = form_refusal(form, spec) if spec is not None else None
+    if reason:
+        raise ValueError(reason)
+    return form

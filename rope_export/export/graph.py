@@ -1,0 +1,172 @@
+"""ONNX export of a `RopeSpec`: inputs ``q``, ``k``, ``position_ids``; outputs ``q_rot``, ``k_rot``.
+
+The graph is produced by the torch dynamo exporter (``torch.onnx.export(dynamo=True)``): an
+`ExportModule` computes cos/sin in float32 with `RotaryEmbedding.cos_sin` and rotates with
+one of the custom ops of `rope_export.export.ops`, which the exporter translates through
+onnxscript (fused, table, contrib), or with plain torch ops (decomposed). The plugin form is
+built directly as an ONNX IR model (`plugin_form`). Batch and sequence are dynamic; heads and
+head_dim are fixed at export time. Forms: `rope_export.export.forms`.
+
+Example:
+    >>> import rope_export as rx
+    >>> path = rx.export_onnx(rx.load_preset("qwen2-vl-7b"), "/tmp/qwen2vl_rope.onnx")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from .._util import DTYPE_NAMES, atomic_write, quiet_exporter, torch_dtype
+from ..modules import RotaryEmbedding, apply_rotary
+from ..spec import RopeSpec
+from .forms import resolve_form
+from .metadata import set_metadata
+from .ops import TRANSLATIONS, contrib_op, rotary_op, table_op
+
+__all__ = ["export_onnx", "build_onnx", "ExportModule", "example_inputs"]
+
+
+class ExportModule(nn.Module):
+    """The graph's computation as a torch module: `RotaryEmbedding.cos_sin` in float32 (or a
+    cos/sin table for "table"), then the rotation: the fused, table or contrib op, or plain
+    elementwise ops ("decomposed"). Not used for "plugin"."""
+
+    def __init__(self, spec: RopeSpec, form: str, table_length: int | None = None, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.rope = RotaryEmbedding(spec)
+        self.spec = spec
+        self.form = form
+        if form == "table":
+            cos, sin = self.rope.cos_sin(torch.arange(table_length, dtype=torch.int64)[None])
+            self.register_buffer("cos_table", cos[0].to(dtype), persistent=False)
+            self.register_buffer("sin_table", sin[0].to(dtype), persistent=False)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, position_ids: torch.Tensor):
+        inter, rot = int(self.spec.layout == "interleaved"), self.spec.rotary_dim
+        if self.form == "table":
+            # The op looks rows up by position; onnxruntime rejects positions past the table.
+            return (table_op(q, self.cos_table, self.sin_table, position_ids, inter, rot, q.shape[1]),
+                    table_op(k, self.cos_table, self.sin_table, position_ids, inter, rot, k.shape[1]))
+        cos, sin = self.rope.cos_sin(position_ids)
+        if self.form == "decomposed":
+            return apply_rotary(q, cos, sin, self.spec.layout), apply_rotary(k, cos, sin, self.spec.layout)
+        # The rotary ops take cos/sin in the activation dtype; the angles stay float32.
+        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
+        if self.form == "contrib":
+            # onnxruntime's com.microsoft.RotaryEmbedding looks cos/sin up by position: give it
+            # this batch's per-token table and each token's row, so every variant fits it.
+            batch, seq = cos.shape[0], cos.shape[1]
+            index = torch.arange(batch * seq, device=cos.device).reshape(batch, seq)
+            cos, sin = cos.reshape(batch * seq, -1), sin.reshape(batch * seq, -1)
+            return (contrib_op(q, index, cos, sin, inter, rot, q.shape[1]), contrib_op(k, index, cos, sin, inter, rot, k.shape[1]))
+        return (rotary_op(q, cos, sin, inter, rot, q.shape[1]), rotary_op(k, cos, sin, inter, rot, k.shape[1]))
+
+
+def example_inputs(spec: RopeSpec, *, batch: int = 2, seq: int = 8, num_q_heads: int = 4, num_kv_heads: int = 2,
+                   dtype: torch.dtype = torch.float32, high: int = 4096, seed: int = 0):
+    """Random ``(q, k, position_ids)`` of the graph's input shapes: q ``[B, Hq, S, D]``, k
+    ``[B, Hk, S, D]`` in ``dtype``, int64 positions in ``[0, high)`` that differ per axis."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, num_q_heads, seq, spec.head_dim, generator=g).to(dtype)
+    k = torch.randn(batch, num_kv_heads, seq, spec.head_dim, generator=g).to(dtype)
+    return q, k, torch.randint(0, high, spec.position_shape(batch, seq), generator=g, dtype=torch.int64)
+
+
+def build_onnx(spec: RopeSpec, *, opset: int = 23, form: str = "auto", dtype: str = "float32",
+               num_q_heads: int = 4, num_kv_heads: int = 2, table_length: int | None = None):
+    """The checked `onnx.ModelProto` for a spec (see `export_onnx`), not written anywhere."""
+    import onnx
+
+    form = resolve_form(form, opset, spec)
+    if form == "table":
+        table_length = table_length or spec.max_position_embeddings
+        if not isinstance(table_length, int) or table_length <= 0:
+            raise ValueError(f"table_length must be a positive int (the spec has no max_position_embeddings), got {table_length!r}")
+    else:
+        table_length = None
+    if dtype not in DTYPE_NAMES:
+        raise ValueError(f"dtype must be one of {DTYPE_NAMES}, got {dtype!r}")
+    for label, heads in (("num_q_heads", num_q_heads), ("num_kv_heads", num_kv_heads)):
+        if not isinstance(heads, int) or heads <= 0:
+            raise ValueError(f"{label} must be a positive int, got {heads!r}")
+    if form == "plugin":
+        import onnx_ir as ir
+
+        from .plugin_form import build_plugin_model
+
+        model = ir.serde.serialize_model(build_plugin_model(spec, opset=opset, dtype=dtype, num_q_heads=num_q_heads,
+                                                            num_kv_heads=num_kv_heads))
+    else:
+        model = _trace(spec, form, opset, torch_dtype(dtype), num_q_heads, num_kv_heads, table_length)
+    set_metadata(model, spec, form, dtype, opset, table_length)
+    model.doc_string = f"rope_export {form} rotary embedding: {spec.describe()}"
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _trace(spec: RopeSpec, form: str, opset: int, dtype: torch.dtype, num_q_heads: int, num_kv_heads: int,
+           table_length: int | None):
+    module = ExportModule(spec, form, table_length, dtype).eval()
+    # Trace at shapes no user runs (batch 3, seq 11) so nothing specialises on them.
+    args = example_inputs(spec, batch=3, seq=11, num_q_heads=num_q_heads, num_kv_heads=num_kv_heads, dtype=dtype)
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    rank = len(spec.position_shape(1, 1))  # B and S are the last two position axes
+    dynamic = {"q": {0: batch, 2: seq}, "k": {0: batch, 2: seq}, "position_ids": {rank - 2: batch, rank - 1: seq}}
+    with quiet_exporter():
+        program = torch.onnx.export(
+            module, args, dynamo=True, opset_version=opset, dynamic_shapes=dynamic, optimize=True,
+            input_names=["q", "k", "position_ids"], output_names=["q_rot", "k_rot"],
+            custom_translation_table=TRANSLATIONS if form != "decomposed" else None, verify=False, report=False,
+        )
+    if opset < 18:
+        _drop_opset18_reduce_attributes(program.model)
+    return program.model_proto
+
+
+def _drop_opset18_reduce_attributes(ir_model) -> None:
+    # The exporter writes ReduceMax's opset-18 attribute noop_with_empty_axes into opset-17
+    # graphs, which the checker (and older runtimes) reject; at its default value 0 it is a no-op.
+    for node in ir_model.graph.all_nodes():
+        if node.op_type.startswith("Reduce") and "noop_with_empty_axes" in node.attributes:
+            if node.attributes["noop_with_empty_axes"].value == 0:
+                del node.attributes["noop_with_empty_axes"]
+
+
+def export_onnx(spec: RopeSpec, path: str | os.PathLike, *, opset: int = 23, form: str = "auto",
+                dtype: str = "float32", num_q_heads: int = 4, num_kv_heads: int = 2,
+                table_length: int | None = None) -> str:
+    """Export the rotary embedding of ``spec`` to an ONNX file.
+
+    Args:
+        spec: the rotary description.
+        path: output file; written atomically (a failure leaves nothing at ``path``).
+        opset: 17..23+; "fused", "table" and "plugin" need 23.
+        form: "auto" | "fused" | "decomposed" | "table" | "contrib" | "plugin"
+            (`rope_export.export.forms`).
+        dtype: activation dtype of q/k and outputs: "float32" | "float16" | "bfloat16"
+            (angles and sin/cos are float32 in every case).
+        num_q_heads, num_kv_heads: Hq and Hk (fixed in the graph).
+        table_length: rows of the cos/sin table for form "table" (default max_position_embeddings).
+    Graph:
+        inputs ``q`` [B, Hq, S, D], ``k`` [B, Hk, S, D], ``position_ids`` int64 [B, S] or
+        [A, B, S]; outputs ``q_rot``, ``k_rot``; B and S dynamic. The spec is stored as JSON
+        in the model's ``rope_export.spec`` metadata, with the package version and form
+        (`rope_export.export.metadata`).
+    Returns:
+        the path written.
+    Raises:
+        ValueError: bad opset/form/dtype/heads; OSError: the directory is not writable.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise OSError(f"output directory does not exist: {directory}")
+    if not os.access(directory, os.W_OK):
+        raise OSError(f"output directory is not writable: {directory}")
+    model = build_onnx(spec, opset=opset, form=form, dtype=dtype, num_q_heads=num_q_heads, num_kv_heads=num_kv_heads,
+                       table_length=table_length)
+    atomic_write(path, model.SerializeToString(deterministic=True))
+    return path

@@ -1,0 +1,85 @@
+"""The inputs a graph is validated on: bounded integer positions from 0 to far past the
+trained context, real image/video grids for multi-axis specs, large magnitudes for
+half-precision graphs, and the refusal of positions past a table-form graph's table.
+
+    >>> import rope_export as rx
+    >>> [c.name for c in make_cases(rx.load_preset("mistral-7b"), "float32", 4, 2, seed=0)][:3]
+    ['zero', 'small b1 s64', 'decode b3 s1']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .._util import torch_dtype
+from ..positions import mrope_position_ids, patch_grid_positions
+from ..spec import RopeSpec
+
+__all__ = ["Case", "make_cases"]
+
+
+@dataclass
+class Case:
+    """One input set: q ``[B, Hq, S, D]``, k ``[B, Hk, S, D]`` in the graph's dtype, int64
+    position_ids ``spec.position_shape(B, S)``. ``expect_error``: the runtime must refuse it
+    (positions past a table-form graph's table)."""
+
+    name: str
+    q: torch.Tensor
+    k: torch.Tensor
+    position_ids: torch.Tensor
+    expect_error: bool = False
+
+
+def make_cases(spec: RopeSpec, dtype: str, num_q_heads: int, num_kv_heads: int, seed: int,
+               table_length: int | None = None) -> list[Case]:
+    """Bounded integer positions only. Multi-axis specs get real grids where t, h, w differ,
+    and per-axis random positions; text-only (equal-axis) positions are never the only case.
+    A table-form graph (``table_length``) is exercised up to its last row, and positions past
+    it must be refused."""
+    g = torch.Generator().manual_seed(seed)
+    tdtype = torch_dtype(dtype)
+    max_pos = spec.max_position_embeddings or 4096
+    axes = spec.num_axes
+
+    def qk(batch, seq, magnitude=1.0):
+        q = (torch.randn(batch, num_q_heads, seq, spec.head_dim, generator=g) * magnitude).to(tdtype)
+        k = (torch.randn(batch, num_kv_heads, seq, spec.head_dim, generator=g) * magnitude).to(tdtype)
+        return q, k
+
+    def rand_pos(batch, seq, low, high):
+        return torch.randint(int(low), int(high), spec.position_shape(batch, seq), generator=g, dtype=torch.int64)
+
+    cases = []
+    q, k = qk(2, 7)
+    cases.append(Case("zero", q, k, torch.zeros(spec.position_shape(2, 7), dtype=torch.int64)))
+    q, k = qk(1, 64)
+    cases.append(Case("small b1 s64", q, k, rand_pos(1, 64, 0, 64)))
+    q, k = qk(3, 1)
+    cases.append(Case("decode b3 s1", q, k, rand_pos(3, 1, 0, min(max_pos, table_length or max_pos))))
+    if table_length is not None:
+        q, k = qk(2, 33)
+        cases.append(Case(f"table end {table_length}", q, k, rand_pos(2, 33, max(0, table_length - 64), table_length)))
+        q, k = qk(1, 5)
+        cases.append(Case("past the table (must be refused)", q, k, rand_pos(1, 5, table_length, table_length + 1000),
+                          expect_error=True))
+        return cases
+    q, k = qk(2, 33)
+    cases.append(Case(f"near max {max_pos}", q, k, rand_pos(2, 33, max(0, max_pos - 64), max_pos + 64)))
+    q, k = qk(2, 17)
+    cases.append(Case("far beyond (<=1e6)", q, k, rand_pos(2, 17, 8 * max_pos, min(2**24, 8 * max_pos + 10**6))))
+    if axes == 3:
+        types = torch.tensor([[0] * 5 + [1] * 24 + [0] * 3 + [2] * 32 + [0] * 4])
+        pos = mrope_position_ids(types, torch.tensor([[1, 8, 12]]), torch.tensor([[2, 8, 8]]), spatial_merge_size=2)
+        q, k = qk(1, pos.shape[-1])
+        cases.append(Case("image+video grid (t,h,w differ)", q, k, pos))
+    elif axes == 2:
+        pos = patch_grid_positions(12, 20, offset=1, cls_token="last")
+        q, k = qk(1, pos.shape[-1])
+        cases.append(Case("patch grid 12x20 + cls", q, k, pos))
+    if tdtype != torch.float32:
+        q, k = qk(2, 19, magnitude=512.0)
+        cases.append(Case("large magnitudes x512", q, k, rand_pos(2, 19, 0, 10**6)))
+    return cases

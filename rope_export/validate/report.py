@@ -1,0 +1,73 @@
+"""The validation report: one `CaseResult` per runner x case, a verdict, a table and JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+__all__ = ["CaseResult", "ValidationReport"]
+
+
+@dataclass
+class CaseResult:
+    provider: str
+    case: str
+    ran_on: str | None
+    status: str  # "pass" | "fail" | "unavailable" | "error"
+    max_abs_err: float = math.nan
+    max_rel_err: float = math.nan
+    cosine: float = math.nan
+    ref_err: float = math.nan
+    ref_bound: float = math.nan
+    detail: str = ""
+
+
+@dataclass
+class ValidationReport:
+    path: str
+    spec: dict
+    dtype: str
+    form: str
+    seed: int
+    tolerance: dict
+    results: list[CaseResult] = field(default_factory=list)
+    allow_missing: bool = False
+
+    @property
+    def passed(self) -> bool:
+        """True when every requested provider ran every case and passed (or, with
+        allow_missing, was unavailable) and at least one provider ran."""
+        ran = [r for r in self.results if r.status != "unavailable"]
+        if not ran:
+            return False
+        bad = [r for r in self.results if r.status in ("fail", "error") or (r.status == "unavailable" and not self.allow_missing)]
+        return not bad
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["passed"] = self.passed
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v)
+
+    def table(self) -> str:
+        """Compact provider x case x error x verdict table. "vs f64" is the largest distance
+        from the float64 reference (exact maths), checked against its own bound."""
+        rows = [("provider", "ran on", "case", "max abs", "max rel", "cosine", "vs f64", "verdict")]
+        for r in self.results:
+            fmt = lambda v: "-" if math.isnan(v) else f"{v:.2e}"  # noqa: E731
+            cos = "-" if math.isnan(r.cosine) else f"{r.cosine:.9f}"
+            rows.append((r.provider, r.ran_on or "-", r.case, fmt(r.max_abs_err), fmt(r.max_rel_err), cos, fmt(r.ref_err),
+                         r.status.upper() + (f" ({r.detail})" if r.detail and r.status != "pass" else "")))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1] for row in rows]
+        verdict = "PASSED" if self.passed else "FAILED"
+        skipped = sorted({r.provider for r in self.results if r.status == "unavailable"})
+        tail = f"{verdict}: {os.path.basename(self.path)} ({self.form}, {self.dtype}, seed {self.seed})"
+        if skipped:
+            tail += f"; unavailable: {', '.join(skipped)}" + (" (allowed)" if self.allow_missing else "")
+        return "\n".join(lines + [tail])

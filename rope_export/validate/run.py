@@ -1,0 +1,131 @@
+"""`validate`: run an exported rotary graph on each requested runner and compare it with the
+torch module (parity) and with float64 maths (the reference bound).
+
+    >>> import rope_export as rx
+    >>> report = rx.validate("rope.onnx", providers=("cpu",))        # doctest: +SKIP
+    >>> report.passed, report.table()                                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from .._util import DTYPE_NAMES, InputError
+from ..export.metadata import read_graph
+from ..spec import RopeSpec
+from .cases import Case, make_cases
+from .compare import TOLERANCES, case_tolerance, compare, max_pair_norm_bound, reference_error_bound, unit_roundoff
+from .report import CaseResult, ValidationReport
+from .runners import DEFAULT_PROVIDERS, OnnxRuntimeRunner, ReferenceRunner, TensorRTEngineRunner, TorchRunner
+
+__all__ = ["validate", "reference_bound"]
+
+
+def reference_bound(spec: RopeSpec, case: Case, dtype: str) -> float:
+    """Allowed distance of a graph's output from exact maths: float32 angles (4 ulps of the
+    angle, for runtimes' Pow and sin/cos) plus the activation dtype's rounding."""
+    return reference_error_bound(spec, case.position_ids, max_pair_norm_bound(case.q, case.k), angle_ulps=4.0,
+                                 rounding=4 * unit_roundoff(dtype))
+
+
+def validate(
+    onnx_path: str | os.PathLike,
+    spec: RopeSpec | None = None,
+    *,
+    providers: Sequence[str] = DEFAULT_PROVIDERS,
+    seed: int | None = None,
+    allow_missing: bool = False,
+    tolerances: dict | None = None,
+    cases: Iterable[Case] | None = None,
+    progress: Callable[[str], None] | None = None,
+    engine: str | os.PathLike | None = None,
+) -> ValidationReport:
+    """Run ``onnx_path`` on each requested onnxruntime provider and compare with torch.
+
+    Args:
+        onnx_path: a graph written by `export_onnx` (or any graph with inputs q, k,
+            position_ids and outputs q_rot, k_rot).
+        spec: defaults to the ``rope_export.spec`` metadata in the file.
+        providers: "cpu", "cuda", "tensorrt", ... (or full onnxruntime provider names);
+            default ``("cpu",)``.
+        seed: fixed seed for the random inputs; default: a fresh one (reported).
+        allow_missing: a provider that is not available is reported "unavailable" and does
+            not fail the run (at least one provider must still run).
+        tolerances: overrides ``{"rtol": .., "atol": ..}`` for the graph's dtype.
+        cases: your own `Case` list instead of the built-in ones.
+        progress: called with a short message before each provider x case.
+        engine: also run this TensorRT engine (built from ``onnx_path``) as provider
+            "tensorrt-engine"; unavailable without TensorRT and CUDA.
+    Returns:
+        a `ValidationReport`; ``report.passed`` is the verdict.
+    Raises:
+        ValidationInputError: missing file, not ONNX, no spec, unexpected input names.
+    """
+    path = os.fspath(onnx_path)
+    info = read_graph(path)
+    if spec is None:
+        if info.spec is None:
+            raise InputError(f"{path} has no 'rope_export.spec' metadata: pass the spec (--preset / --hf-config)")
+        spec = info.spec
+    if set(info.inputs) != {"q", "k", "position_ids"} or set(info.outputs) != {"q_rot", "k_rot"}:
+        raise InputError(f"{path}: expected inputs q, k, position_ids and outputs q_rot, k_rot; got inputs "
+                         f"{sorted(info.inputs)} and outputs {sorted(info.outputs)}")
+    if info.dtype not in DTYPE_NAMES:
+        raise InputError(f"unknown rope_export.dtype metadata {info.dtype!r}")
+    if not providers:
+        raise InputError("providers: name at least one execution provider")
+    heads_q, heads_k = (info.inputs[n].dims[1] for n in ("q", "k"))
+    heads_q, heads_k = (heads_q if isinstance(heads_q, int) else 4), (heads_k if isinstance(heads_k, int) else 2)
+    seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
+    tol = {**TOLERANCES[info.dtype], **(tolerances or {})}
+    report = ValidationReport(path=path, spec=spec.to_dict(), dtype=info.dtype, form=info.form, seed=seed, tolerance=tol,
+                              allow_missing=allow_missing)
+    case_list = list(cases) if cases is not None else make_cases(spec, info.dtype, heads_q, heads_k, seed, info.table_length)
+    torch_runner, ref_runner = TorchRunner(spec), ReferenceRunner(spec)
+    expected = {c.name: torch_runner.run(c) for c in case_list if not c.expect_error}
+    exact = {c.name: ref_runner.run(c) for c in case_list if not c.expect_error}
+    factories = [(p, lambda p=p: OnnxRuntimeRunner(path, p)) for p in providers]
+    if engine is not None:
+        factories.append(("tensorrt-engine", lambda: TensorRTEngineRunner(os.fspath(engine))))
+    for provider, factory in factories:
+        try:
+            runner = factory()
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a session that cannot load is a failed provider
+            report.results.append(CaseResult(provider, "(session)", None, "error", detail=f"{type(exc).__name__}: {exc}"))
+            continue
+        if runner.unavailable:
+            report.results.append(CaseResult(provider, "(all)", runner.ran_on, "unavailable", detail=runner.unavailable))
+            continue
+        for i, case in enumerate(case_list):
+            if progress:
+                progress(f"[{provider} {i + 1}/{len(case_list)}] {case.name}")
+            report.results.append(_check_case(runner, case, spec, info.dtype, tol, expected.get(case.name),
+                                              exact.get(case.name)))
+    return report
+
+
+def _check_case(runner, case: Case, spec: RopeSpec, dtype: str, tol: dict, expected, exact) -> CaseResult:
+    try:
+        got = runner.run(case)
+    except Exception as exc:  # noqa: BLE001
+        if case.expect_error:
+            return CaseResult(runner.name, case.name, runner.ran_on, "pass", detail="refused")
+        return CaseResult(runner.name, case.name, runner.ran_on, "error", detail=f"{type(exc).__name__}: {exc}")
+    if case.expect_error:
+        return CaseResult(runner.name, case.name, runner.ran_on, "fail", detail="positions past the table were accepted")
+    tol_case = case_tolerance(spec, case.position_ids, tol)
+    stats = [compare(g, w, tol_case) for g, w in zip(got, expected)]
+    ref_err = max(float(np.abs(g.astype(np.float64) - e).max()) for g, e in zip(got, exact))
+    bound = reference_bound(spec, case, dtype)
+    parity = all(s["ok"] for s in stats)
+    ok = parity and ref_err <= bound
+    detail = "" if ok else ("outside the parity tolerance" if not parity else "too far from float64 reference")
+    return CaseResult(runner.name, case.name, runner.ran_on, "pass" if ok else "fail",
+                      max_abs_err=max(s["max_abs_err"] for s in stats), max_rel_err=max(s["max_rel_err"] for s in stats),
+                      cosine=min(s["cosine"] for s in stats), ref_err=ref_err, ref_bound=bound, detail=detail)

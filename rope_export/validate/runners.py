@@ -1,0 +1,159 @@
+"""Runners, one per backend, behind one protocol (after Polygraphy's ``BaseRunner``): the torch
+module (the parity target), the float64 reference, onnxruntime pinned to one execution
+provider, and a TensorRT engine.
+
+A runner that cannot run here says why in ``unavailable`` (never raises for that), and
+``ran_on`` reports what actually ran, read back from the runtime, never what was asked.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from .._util import DEFAULT_PROVIDERS, InputError
+from ..modules import RotaryEmbedding
+from ..reference import rotate
+from ..spec import RopeSpec
+from .cases import Case
+
+__all__ = ["Runner", "TorchRunner", "ReferenceRunner", "OnnxRuntimeRunner", "TensorRTEngineRunner", "PROVIDERS",
+           "DEFAULT_PROVIDERS"]
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}
+
+
+class Runner(Protocol):
+    """One backend. ``run(case)`` returns ``(q_rot, k_rot)`` as float32 numpy arrays."""
+
+    name: str  # the report's row label
+    ran_on: str | None  # what actually ran, as the backend reports it
+    unavailable: str  # why it cannot run here ("" when it can)
+
+    def run(self, case: Case) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class TorchRunner:
+    """The parity target: `RotaryEmbedding` on CPU, in the graph's activation dtype."""
+
+    name, ran_on, unavailable = "torch", f"torch {torch.__version__} CPU", ""
+
+    def __init__(self, spec: RopeSpec):
+        self.module = RotaryEmbedding(spec)
+
+    def run(self, case: Case) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            q, k = self.module(case.q, case.k, case.position_ids)
+        return q.float().numpy(), k.float().numpy()
+
+
+class ReferenceRunner:
+    """Exact maths in float64 (`rope_export.reference`)."""
+
+    name, ran_on, unavailable = "float64", "float64 reference", ""
+
+    def __init__(self, spec: RopeSpec):
+        self.spec = spec
+
+    def run(self, case: Case) -> tuple[np.ndarray, np.ndarray]:
+        return rotate(case.q, case.position_ids, self.spec).numpy(), rotate(case.k, case.position_ids, self.spec).numpy()
+
+
+class OnnxRuntimeRunner:
+    """One onnxruntime session pinned to one execution provider.
+
+    Args:
+        model: a file path or the serialized model bytes.
+        provider: "cpu", "cuda", ... (`PROVIDERS`) or a full onnxruntime provider name.
+    """
+
+    def __init__(self, model: str | bytes, provider: str):
+        import onnxruntime as ort
+
+        self.name = provider
+        self.requested = PROVIDERS.get(provider, provider)
+        self.session = None
+        self.ran_on: str | None = None
+        self.unavailable = ""
+        if self.requested not in ort.get_available_providers():
+            self.unavailable = f"{self.requested} is not in this onnxruntime build ({ort.__version__}: {', '.join(ort.get_available_providers())})"
+            return
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(model, sess_options=options, providers=[self.requested])
+        self.ran_on = session.get_providers()[0]
+        if self.ran_on != self.requested:
+            self.unavailable = f"asked for {self.requested}, onnxruntime fell back to {self.ran_on}"
+            return
+        self.session = session
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.session.get_inputs()]
+
+    def run_feeds(self, feeds: dict) -> list[np.ndarray]:
+        """Run any graph: ``{input name: numpy array}`` -> its outputs, in graph order."""
+        return self.session.run(None, feeds)
+
+    def run(self, case: Case) -> tuple[np.ndarray, np.ndarray]:
+        feeds = {"q": _to_numpy(case.q), "k": _to_numpy(case.k), "position_ids": case.position_ids.numpy()}
+        q, k = self.session.run(["q_rot", "k_rot"], feeds)
+        return q.astype(np.float32), k.astype(np.float32)
+
+
+class TensorRTEngineRunner:
+    """A serialized TensorRT engine (``rope-export build-engine``) run on CUDA tensors."""
+
+    def __init__(self, plan_path: str):
+        self.name = "tensorrt-engine"
+        self.ran_on: str | None = None
+        self.unavailable = ""
+        try:
+            import tensorrt as trt
+        except ImportError as exc:
+            self.unavailable = f"TensorRT is not importable ({exc})"
+            return
+        if not torch.cuda.is_available():
+            self.unavailable = "a TensorRT engine needs a CUDA device"
+            return
+        if not os.path.isfile(plan_path):
+            raise InputError(f"no such engine file: {plan_path}")
+        with open(plan_path, "rb") as fh:
+            self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(fh.read())
+        if self.engine is None:
+            raise InputError(f"{plan_path} is not a TensorRT engine for this TensorRT version and GPU")
+        self.context = self.engine.create_execution_context()
+        self.ran_on = f"TensorRT {trt.__version__} on {torch.cuda.get_device_name()}"
+
+    def run(self, case: Case) -> tuple[np.ndarray, np.ndarray]:
+        feeds = {"q": case.q.cuda(), "k": case.k.cuda(), "position_ids": case.position_ids.cuda().contiguous()}
+        outs = {"q_rot": torch.empty_like(feeds["q"]), "k_rot": torch.empty_like(feeds["k"])}
+        for name, t in feeds.items():
+            self.context.set_input_shape(name, tuple(t.shape))
+            self.context.set_tensor_address(name, t.data_ptr())
+        for name, t in outs.items():
+            self.context.set_tensor_address(name, t.data_ptr())
+        stream = torch.cuda.current_stream()
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError("TensorRT execution failed")
+        stream.synchronize()
+        return outs["q_rot"].float().cpu().numpy(), outs["k_rot"].float().cpu().numpy()
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes  # onnxruntime takes bfloat16 numpy arrays through ml_dtypes
+
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy()
