@@ -9,18 +9,40 @@ from __future__ import annotations
 
 __all__ = [
     "INTERLEAVED_TEXT", "INTERLEAVED_MROPE", "DEFAULT_MROPE_SECTION", "VISION_FAMILIES",
-    "ROTARY_CLASSES", "KEEPS_FLOAT32", "TEXT_TYPES", "VISION_TYPES", "VISION_CLASSES", "TEXT_OF", "VISION_OF",
+    "ROTARY_CLASSES", "KEEPS_FLOAT32", "VISION_TYPES", "VISION_CLASSES", "TEXT_OF", "VISION_OF",
 ]
 
 # ---------------------------------------------------------------- config reading
-# Text decoders that pair dims (2i, 2i+1) (GPT-J's rotate_every_two) instead of (i, i+P).
-INTERLEAVED_TEXT = frozenset({"gptj", "codegen"})
+def _with_text(*types: str) -> set:
+    # A VLM's text decoder is its own model_type with "_text" appended (transformers 5).
+    return {t for m in types for t in (m, m + "_text")}
+
+
+# Text decoders that pair dims (2i, 2i+1) (GPT-J's rotate_every_two, GLM's and Cohere's
+# interleaved rotate_half, a repeat_interleave'd cos/sin) instead of (i, i+P). Each one was
+# read in its modeling file and is checked by tools/hf_coverage.py.
+INTERLEAVED_TEXT = frozenset({
+    "gptj", "codegen", "cohere", "cohere2", "cohere2_moe", "ernie4_5", "ernie4_5_moe", "glm", "glm4", "helium",
+    "moonshine_streaming", "openai_privacy_filter", "pe_audio_encoder", "pe_audio_video_encoder", "pe_video_encoder",
+    "llama4", "llama4_text",
+} | _with_text("glm_ocr", "glm4v", "glm4v_moe"))
 # M-RoPE decoders whose sections interleave t, h, w round robin (Qwen3-VL).
-INTERLEAVED_MROPE = frozenset({"qwen3_vl", "qwen3_vl_moe", "qwen3_vl_text", "qwen3_vl_moe_text"})
+INTERLEAVED_MROPE = frozenset(_with_text("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "qwen4_exp", "cosmos3_edge"))
 # The reference code's mrope_section when the config names none.
 DEFAULT_MROPE_SECTION = {
-    "qwen2_vl": [16, 24, 24], "qwen2_5_vl": [16, 24, 24], "qwen2_vl_text": [16, 24, 24], "qwen2_5_vl_text": [16, 24, 24],
-    "qwen3_vl": [24, 20, 20], "qwen3_vl_moe": [24, 20, 20], "qwen3_vl_text": [24, 20, 20], "qwen3_vl_moe_text": [24, 20, 20],
+    **{t: [16, 24, 24] for t in _with_text("qwen2_vl", "qwen2_5_vl")},
+    **{t: [24, 20, 20] for t in _with_text("qwen3_vl", "qwen3_vl_moe", "cosmos3_edge")},
+    **{t: [11, 11, 10] for t in _with_text("qwen3_5", "qwen3_5_moe", "qwen4_exp")},
+    **{t: [8, 12, 12] for t in _with_text("glm_ocr", "glm4v", "glm4v_moe", "glm_image")},
+}
+# Text decoders whose attention head is not hidden_size / num_attention_heads: the config key
+# that gives it (the rotary dims are a share of it).
+HEAD_DIM_KEY = {"jetmoe": "kv_channels", "zamba2": "attention_head_dim"}
+# Text decoders whose rotary no spec can describe, and why (from_hf_config refuses them).
+REFUSED_TEXT = {
+    "nanochat": "its rotate_half returns (x2, -x1): it rotates by minus the angle",
+    **{t: "it recomposes its M-RoPE sections in its own (h, w, t) order with h/w interleaving"
+       for t in _with_text("ernie4_5_vl_moe")},
 }
 # Vision encoder model_type (its own, or its VLM's) -> how its 2D rotary is laid out.
 VISION_FAMILIES = {
@@ -29,24 +51,21 @@ VISION_FAMILIES = {
     "qwen2_vl": "qwen_vl", "qwen2_5_vl": "qwen_vl", "qwen3_vl": "qwen_vl", "qwen3_vl_moe": "qwen_vl",
     "qwen2_vl_vision": "qwen_vl", "qwen2_5_vl_vision": "qwen_vl", "qwen3_vl_vision": "qwen_vl",
     "qwen3_vl_moe_vision": "qwen_vl",
+    **{t: "qwen_vl" for m in ("qwen3_5", "qwen3_5_moe", "qwen4_exp", "glm4v", "glm4v_moe", "glm_ocr", "paddleocr_vl",
+                              "cohere_compass", "ernie4_5_vl_moe", "exaone4_5", "glm5_next", "lfm3_vl", "muse_glimmer",
+                              "muse_spark", "video_llama_3")
+       for t in (m, m + "_vision")},
+    **{t: "qwen_vl" for t in ("dots3_note_vision_encoder", "qwen2_5_omni_vision_encoder", "qwen3_omni_moe_vision_encoder")},
+    "inkling2_vision": "llama4",
 }
 
 # ------------------------------------------------------------------------- patch
-# Rotary class -> (input kind, module-level apply functions of its modeling file). Kinds:
-# "text" ([B, S] positions), "mrope" ([3, B, S]), "vision_hw" ([N, 2] rows/columns per patch),
-# "llama4_vision" (no positions: the fixed patch grid plus a class token).
-_TEXT = ("text", ("apply_rotary_pos_emb",))
-_MROPE = ("mrope", ("apply_rotary_pos_emb",))
+# Vision rotary classes -> (input kind, module-level apply functions of its modeling file). Kinds:
+# "vision_hw" ([N, 2] rows/columns per patch), "llama4_vision" (no positions: the fixed patch
+# grid plus a class token). Text rotaries need no entry: any whose config reads as a verified
+# spec and whose apply_rotary_pos_emb rotates as ours does is patched (rope_export.hf.patch).
 _VISION_QWEN = ("vision_hw", ("apply_rotary_pos_emb_vision",))
 ROTARY_CLASSES = {
-    "LlamaRotaryEmbedding": _TEXT,
-    "MistralRotaryEmbedding": _TEXT,
-    "Qwen2RotaryEmbedding": _TEXT,
-    "Phi3RotaryEmbedding": _TEXT,
-    "GPTNeoXRotaryEmbedding": _TEXT,
-    "Qwen2VLRotaryEmbedding": _MROPE,
-    "Qwen2_5_VLRotaryEmbedding": _MROPE,
-    "Qwen3VLTextRotaryEmbedding": _MROPE,
     "PixtralVisionRotaryEmbedding": ("vision_hw", ("apply_rotary_pos_emb",)),
     "Qwen2VLVisionRotaryEmbedding": _VISION_QWEN,
     "Qwen2_5_VLVisionRotaryEmbedding": _VISION_QWEN,
@@ -57,7 +76,6 @@ ROTARY_CLASSES = {
 KEEPS_FLOAT32 = frozenset({"Qwen2VLVisionRotaryEmbedding", "Qwen2_5_VLVisionRotaryEmbedding", "Qwen3VLVisionRotaryEmbedding"})
 
 # --------------------------------------------------------------------- export-hf
-TEXT_TYPES = ("llama", "mistral", "qwen2", "phi3", "gpt_neox", "qwen2_vl_text", "qwen2_5_vl_text", "qwen3_vl_text")
 VISION_TYPES = ("pixtral", "llama4_vision_model", "qwen2_vl_vision", "qwen2_5_vl_vision", "qwen3_vl_vision")
 # Vision encoders AutoModel does not map to their own class: model_type -> (modeling module, class).
 VISION_CLASSES = {"llama4_vision_model": ("llama4.modeling_llama4", "Llama4VisionModel"),
@@ -66,3 +84,34 @@ VISION_CLASSES = {"llama4_vision_model": ("llama4.modeling_llama4", "Llama4Visio
 TEXT_OF = {"qwen2_vl": "qwen2_vl_text", "qwen2_5_vl": "qwen2_5_vl_text", "qwen3_vl": "qwen3_vl_text"}
 VISION_OF = {"qwen2_vl": "qwen2_vl_vision", "qwen2_5_vl": "qwen2_5_vl_vision", "qwen3_vl": "qwen3_vl_vision",
              "llama4": "llama4_vision_model", "mistral3": "pixtral", "llava": "pixtral"}
+
+# Text decoders whose rotary `from_hf_config` reads exactly, checked against transformers 5.23's
+# own rotary class and apply function on each one's default config (`python tools/hf_coverage.py
+# --emit-verified` lists them; tests/test_hf_coverage.py holds this set to it in CI), plus GPT-J,
+# which has no rotary class and is checked by tests/test_hf_parity.py. A flat VLM config (the
+# text fields at top level, model_type "qwen2_vl") counts as its "<type>_text" decoder. Every
+# other model_type is refused (docs/coverage.md).
+VERIFIED_TEXT = frozenset({
+    "afmoe", "apertus", "arcee", "aria_text", "axk2", "bamba", "bitnet", "chameleon", "cohere", "cohere2",
+    "cohere2_moe", "cosmos3_edge_text", "csm", "cwm", "deepseek_ocr2_text", "deepseek_v32", "diffllama",
+    "diffusion_gemma_text", "doge", "dots1", "dots3_note_audio_encoder", "embedding_gemma2_text",
+    "emu3_text_model", "ernie4_5", "ernie4_5_moe", "esm", "esmc", "eurobert", "evolla", "exaone4", "exaone_moe",
+    "falcon", "falcon_h1", "flex_olmo", "flint", "gemma", "gemma2", "gemma3_text", "gemma3n_text",
+    "gemma4_text", "gemma4_unified_text", "glm", "glm4", "glm4_moe", "glm4v_text", "glm_image_text",
+    "glm_ocr_text", "gpt_neox", "gpt_neox_japanese", "gpt_oss", "gptj", "gradium_phonon_tts", "granite",
+    "granite_docling_text", "granite_swa", "granitemoe", "granitemoe_swa", "granitemoehybrid",
+    "granitemoeshared", "gte", "helium", "higgs_audio_v2", "hrm_text", "hunyuan_v1_dense", "hunyuan_v1_moe",
+    "hy_v3", "hy_v4", "hyperclovax", "idefics", "jais2", "jetmoe", "jina_embeddings_v3", "kolibri1",
+    "kyutai_speech_to_text", "lasr_encoder", "lfm2", "lfm2_moe", "lfm3", "llama", "llama4_text", "mimi",
+    "mimi_decoder", "mimi_encoder", "mimo_v2_flash", "minicpm3", "minimax", "minimax_m2", "ministral",
+    "ministral3", "mistral", "mixtral", "mllama_text_model", "modernbert", "modernbert-decoder", "molmo2_text",
+    "moonshine_streaming", "moshi", "muse_glimmer_assistant", "muse_glimmer_text", "muse_spark_text",
+    "nemotron", "nemotron3_5_transcribe_asr_audio", "neucodec", "nomic_bert", "olmo", "olmo2", "olmo3",
+    "olmo_hybrid", "olmoe", "openai_privacy_filter", "pe_audio_encoder", "pe_audio_video_encoder",
+    "pe_video_encoder", "persimmon", "phi", "phi3", "phi4_multimodal", "phimoe", "pocket_tts",
+    "pocket_tts_audio_tokenizer", "pocket_tts_audio_tokenizer_decoder", "pocket_tts_audio_tokenizer_encoder",
+    "qwen2", "qwen2_5_omni_dit", "qwen2_5_vl_text", "qwen2_moe", "qwen2_vl_text", "qwen3", "qwen3_5_moe_text",
+    "qwen3_5_text", "qwen3_moe", "qwen3_next", "qwen3_vl_moe_text", "qwen3_vl_text", "recurrent_gemma",
+    "seed_oss", "smollm3", "solar_open", "stablelm", "starcoder2", "step3p5", "t5gemma2_text", "timesfm2_5",
+    "ultrabert", "unlimited_ocr_text", "vaultgemma", "voxtral_realtime_text", "xcodec2", "zamba2",
+})

@@ -25,12 +25,14 @@ def _spec_from_args(args, required: bool = True):
 
     if getattr(args, "preset", None) and getattr(args, "hf_config", None):
         raise UsageError("give --preset or --hf-config, not both")
+    layer_type = getattr(args, "layer_type", None)
     if getattr(args, "hf_config", None):
-        return RopeSpec.from_hf_config(args.hf_config, part=args.part, name=os.path.basename(os.path.dirname(os.path.abspath(args.hf_config))))
+        return RopeSpec.from_hf_config(args.hf_config, part=args.part, layer_type=layer_type,
+                                       name=os.path.basename(os.path.dirname(os.path.abspath(args.hf_config))))
     if getattr(args, "preset", None):
-        return load_preset(args.preset, part=args.part)
+        return load_preset(args.preset, part=args.part, layer_type=layer_type)
     if required:
-        return load_preset(DEFAULT_PRESET, part=args.part)
+        return load_preset(DEFAULT_PRESET, part=args.part, layer_type=layer_type)
     return None
 
 
@@ -177,7 +179,8 @@ def cmd_bench(args) -> int:
 def _add_spec_args(p, default_note=True):
     p.add_argument("--preset", help=f"a preset name (rope-export presets){'; default ' + DEFAULT_PRESET if default_note else ''}")
     p.add_argument("--hf-config", help="a model's config.json (or its folder)")
-    p.add_argument("--part", choices=("text", "vision"), help="sub-config of a multimodal config")
+    p.add_argument("--part", help="text, vision, or the key path of a nested config (audio_config, ...)")
+    p.add_argument("--layer-type", help="decoders with a rotary per layer type (Gemma 3): full_attention, sliding_attention, ...")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -302,8 +302,17 @@ def _llama3(params, head_dim, rotary_dim, max_position_embeddings) -> Frequencie
     ))
 
 
+def _ntk_alpha(params, head_dim, rotary_dim, max_position_embeddings) -> Frequencies:
+    # HunYuan: "dynamic" with a fixed alpha stretches the base once (Python float maths, as its code).
+    alpha = float(_require(params, "alpha"))
+    return Frequencies(*default_inv_freq(params["rope_theta"] * alpha ** (rotary_dim / (rotary_dim - 2)), rotary_dim))
+
+
 def _longrope(params, head_dim, rotary_dim, max_position_embeddings) -> Frequencies:
-    original = _require(params, "original_max_position_embeddings")
+    # transformers falls back to max_position_embeddings when the original length is not given.
+    original = params.get("original_max_position_embeddings") or max_position_embeddings
+    if original is None:
+        raise ValueError("rope_scaling.original_max_position_embeddings (or max_position_embeddings) is required for rope_type 'longrope'")
     short, long = _require(params, "short_factor"), _require(params, "long_factor")
     factor = params.get("factor")
     if factor is None:
@@ -336,5 +345,6 @@ ROPE_TYPES: dict[str, RopeType] = {
     "yarn": _yarn,
     "llama3": _llama3,
     "longrope": _longrope,
+    "ntk_alpha": _ntk_alpha,
     "proportional": _proportional,
 }

@@ -13,10 +13,11 @@ import os
 from typing import Any, Mapping
 
 from . import frequencies as F
-from .architectures import DEFAULT_MROPE_SECTION, INTERLEAVED_MROPE, INTERLEAVED_TEXT, VISION_FAMILIES
+from .architectures import (DEFAULT_MROPE_SECTION, HEAD_DIM_KEY, INTERLEAVED_MROPE, INTERLEAVED_TEXT, REFUSED_TEXT, VERIFIED_TEXT,
+                            VISION_FAMILIES)
 from .axes import axial_axes, mrope_axes
 
-__all__ = ["load_config", "select_part", "spec_fields", "head_dim_of", "ROPE_TYPE_NAMES"]
+__all__ = ["load_config", "select_part", "spec_fields", "head_dim_of", "layer_types_of", "ROPE_TYPE_NAMES"]
 
 ROPE_TYPE_NAMES = tuple(F.ROPE_TYPES)
 _ALIASES = {"su": "longrope", "mrope": "default", None: "default"}
@@ -42,10 +43,25 @@ def load_config(cfg: Mapping[str, Any] | str | os.PathLike) -> dict:
 
 
 def select_part(cfg: Mapping[str, Any], part: str | None) -> tuple[str, dict, dict]:
-    """(part, sub-config, parent config) for part in {"text", "vision", None}."""
-    if part not in (None, "text", "vision"):
-        raise ValueError(f"part must be 'text', 'vision' or None, got {part!r}")
+    """(kind, sub-config, parent config): kind is "text" or "vision" (which rule reads it).
+
+    ``part``: "text" (the decoder: ``text_config`` when nested), "vision" (``vision_config``),
+    None (text when the config has a decoder, else vision), or the dotted path of any nested
+    config (``"audio_config"``, ``"thinker_config.text_config"``), read by its model_type.
+    """
+    if not isinstance(part, (str, type(None))) or part == "":
+        raise ValueError(f"part must be 'text', 'vision', a nested config's key path or None, got {part!r}")
     parent = dict(cfg)
+    if part not in (None, "text", "vision"):
+        sub: Any = cfg
+        for key in part.split("."):
+            if not isinstance(sub, Mapping) or not isinstance(sub.get(key), Mapping):
+                raise ValueError(f"part {part!r}: the config has no nested config at {key!r} "
+                                 "(part is 'text', 'vision' or the key path of a nested config)")
+            sub = sub[key]
+        sub = dict(sub)
+        kind = "vision" if str(sub.get("model_type", "")) in VISION_FAMILIES or _is_vision(sub) else "text"
+        return kind, sub, parent
     if part is None:
         if "text_config" in cfg or any(k in cfg for k in ("num_attention_heads", "n_head")) and not _is_vision(cfg):
             part = "text"
@@ -73,6 +89,64 @@ def _is_vision(cfg: Mapping[str, Any]) -> bool:
     return mt in ("pixtral", "llama4_vision_model") or mt.endswith("_vision") or ("vision_config" not in cfg and "patch_size" in cfg)
 
 
+def layer_types_of(cfg: Mapping[str, Any]) -> list[str]:
+    """The layer types whose rotary differs (Gemma 3 style), or [] when one rotary serves every layer.
+
+    transformers 5 writes them as ``rope_parameters = {layer_type: {...}}``; older Gemma 3 files
+    give the local layers' base as ``rope_local_base_freq``.
+    """
+    params = cfg.get("rope_parameters")
+    if isinstance(params, Mapping) and params and all(isinstance(v, Mapping) for v in params.values()):
+        return sorted(params)
+    if cfg.get("rope_local_base_freq") is not None:
+        return ["full_attention", "sliding_attention"]
+    return []
+
+
+def _layer_params(cfg: Mapping[str, Any], layer_type: str | None) -> dict:
+    """The rope fields in force for ``layer_type`` (a flat view of the config)."""
+    types = layer_types_of(cfg)
+    if not types:
+        if layer_type is not None:
+            raise ValueError(f"layer_type {layer_type!r} given, but this config has one rotary for every layer")
+        return dict(cfg)
+    if layer_type is None:
+        raise ValueError(f"this config has a different rotary per layer type ({', '.join(types)}): "
+                         "pass layer_type= (--layer-type) and export one graph per type")
+    if layer_type not in types:
+        raise ValueError(f"layer_type {layer_type!r} is not one of this config's layer types ({', '.join(types)})")
+    flat = {k: v for k, v in cfg.items() if k not in ("rope_parameters", "rope_scaling")}
+    head_dims = _layer_head_dims(cfg, layer_type)
+    if len(head_dims) > 1:
+        raise ValueError(f"per_layer_config: the {layer_type} layers have different head_dim values {sorted(head_dims)}")
+    if head_dims:
+        flat["head_dim"] = head_dims.pop()
+    params = cfg.get("rope_parameters")
+    if isinstance(params, Mapping) and layer_type in params:
+        flat["rope_parameters"] = dict(params[layer_type])
+    elif layer_type == "sliding_attention":  # old Gemma 3 files: local layers use plain RoPE at their own base
+        flat["rope_parameters"] = {"rope_type": "default", "rope_theta": cfg["rope_local_base_freq"]}
+    else:
+        flat["rope_scaling"] = cfg.get("rope_scaling")
+    return flat
+
+
+def _layer_head_dims(cfg: Mapping[str, Any], layer_type: str) -> set:
+    """head_dim overrides of the layers of one type (Gemma 4: full-attention layers are wider,
+    as ``global_head_dim`` or ``per_layer_config``)."""
+    if layer_type == "full_attention" and cfg.get("global_head_dim"):
+        return {int(cfg["global_head_dim"])}
+    layer_types, overrides = cfg.get("layer_types"), cfg.get("per_layer_config")
+    if not isinstance(layer_types, list) or not isinstance(overrides, Mapping):
+        return set()
+    dims = set()
+    for index, kind in enumerate(layer_types):
+        if kind == layer_type:
+            override = next((v for k, v in overrides.items() if str(k).isdigit() and int(k) == index), {})
+            dims.add(int(override.get("head_dim") or head_dim_of(cfg)))
+    return dims
+
+
 def _rope_params(cfg: Mapping[str, Any]) -> dict:
     """Merge new-style ``rope_parameters`` and old-style ``rope_scaling`` + top-level keys."""
     params: dict = {}
@@ -88,6 +162,8 @@ def _rope_params(cfg: Mapping[str, Any]) -> dict:
     raw_type = params.get("rope_type", params.get("type"))
     if cfg.get("model_type") == "phi3" and raw_type == "yarn":
         raw_type = "longrope"  # Phi-3's reference code reads its legacy "yarn" label as LongRoPE
+    if raw_type == "dynamic" and params.get("alpha"):
+        raw_type = "ntk_alpha"  # HunYuan: "dynamic" with a fixed alpha is a static, stretched base
     if raw_type not in _ALIASES and raw_type not in F.ROPE_TYPES and raw_type != "axial":
         raise ValueError(f"rope_scaling.rope_type: unknown rope type {raw_type!r}; supported: {', '.join(ROPE_TYPE_NAMES)}")
     params["rope_type"] = _ALIASES.get(raw_type, raw_type)
@@ -105,14 +181,40 @@ def head_dim_of(cfg: Mapping[str, Any], width_keys=("hidden_size", "n_embd"), he
     return int(width) // int(heads)
 
 
-def spec_fields(cfg: Mapping[str, Any] | str | os.PathLike, part: str | None = None) -> dict:
+def spec_fields(cfg: Mapping[str, Any] | str | os.PathLike, part: str | None = None, layer_type: str | None = None,
+                *, verified_only: bool = True) -> dict:
     """The `RopeSpec` fields (keyword arguments, ``name`` aside) a config describes;
-    `RopeSpec.from_hf_config` is ``RopeSpec(**spec_fields(cfg, part), name=...)``."""
+    `RopeSpec.from_hf_config` is ``RopeSpec(**spec_fields(cfg, part, layer_type), name=...)``.
+
+    Raises ValueError naming the field or model type when the config describes a rotary that
+    rope_export cannot represent exactly, or (``verified_only``, the default) a text model type
+    not verified against its modeling code. `rope_export.hf.coverage` reads unverified types
+    with ``verified_only=False`` to check them.
+    """
     cfg = load_config(cfg)
     part, sub, parent = select_part(cfg, part)
     if part == "vision":
+        if layer_type is not None:
+            raise ValueError("layer_type applies to text decoders, not vision encoders")
         return _vision_fields(sub, parent)
-    return _text_fields(sub)
+    if str(sub.get("model_type")) in REFUSED_TEXT:
+        raise ValueError(f"model_type {sub['model_type']!r}: {REFUSED_TEXT[sub['model_type']]}; "
+                         "rope_export cannot represent it exactly")
+    fields = _text_fields(_layer_params(sub, layer_type))  # its own errors are the more precise ones
+    if verified_only:
+        _check_text_model_type(sub)
+    return fields
+
+
+def _check_text_model_type(cfg: Mapping[str, Any]) -> None:
+    model_type = cfg.get("model_type")
+    if model_type is None:
+        return  # no architecture to check against: the generic rule (half layout, whole head) applies
+    model_type = str(model_type)
+    if model_type not in VERIFIED_TEXT and f"{model_type}_text" not in VERIFIED_TEXT:
+        raise ValueError(f"model_type {model_type!r} is not one rope_export has verified against its modeling code "
+                         "(rope_export.architectures.VERIFIED_TEXT); rope_export.hf.coverage.check_config(config) checks this "
+                         "config against transformers' own code and returns the spec when it is exact")
 
 
 def _text_fields(cfg: dict) -> dict:
@@ -121,8 +223,16 @@ def _text_fields(cfg: dict) -> dict:
     if rope_type == "axial":
         raise ValueError("rope_scaling.rope_type 'axial' belongs to vision encoders: use part='vision'")
     model_type = str(cfg.get("model_type", ""))
+    if cfg.get("qk_rope_head_dim"):
+        # Multi-head latent attention (DeepSeek V2/V3, MiniCPM3, Kimi): only the q_pe / k_pe part
+        # of each head rotates; the spec describes that part.
+        if cfg.get("rope_interleave"):
+            raise ValueError("rope_interleave: this model rotates interleaved pairs and returns them de-interleaved "
+                             "(its output dims are a permutation of its input dims), which rope_export cannot represent")
+        cfg = {**cfg, "head_dim": int(cfg["qk_rope_head_dim"])}
+    elif HEAD_DIM_KEY.get(model_type) and cfg.get(HEAD_DIM_KEY[model_type]):
+        cfg = {**cfg, "head_dim": int(cfg[HEAD_DIM_KEY[model_type]])}
     head_dim = head_dim_of(cfg)
-    theta = params["rope_theta"]
     prf = params.get("partial_rotary_factor")
     if "rotary_dim" in cfg and cfg["rotary_dim"] is not None:  # GPT-J / CodeGen
         dim = int(cfg["rotary_dim"])
@@ -144,10 +254,9 @@ def _text_fields(cfg: dict) -> dict:
     if section is not None:
         if freqs.length_rule is not None:
             raise ValueError(f"rope_type {rope_type!r} with mrope_section is not supported")
-        if fields["rotary_dim"] != head_dim:
-            raise ValueError("mrope_section with partial rotary is not supported")
         interleaved = bool(params.get("mrope_interleaved", model_type in INTERLEAVED_MROPE))
-        fields.update(num_axes=len(section), axis_of_pair=mrope_axes(section, interleaved=interleaved, pairs=head_dim // 2),
+        fields.update(num_axes=len(section), axis_of_pair=mrope_axes(section, interleaved=interleaved,
+                                                                     pairs=fields["rotary_dim"] // 2),
                       scaling={**fields["scaling"], "mrope_section": list(section), "mrope_interleaved": interleaved})
     return fields
 
@@ -169,7 +278,7 @@ def _vision_fields(cfg: dict, parent: dict) -> dict:
     if family == "pixtral":
         head_dim = head_dim_of(cfg)
     elif family == "llama4":
-        head_dim = int(cfg["hidden_size"]) // int(cfg["num_attention_heads"])
+        head_dim = head_dim_of({k: v for k, v in cfg.items() if k != "head_dim"})  # hidden_size / heads, as its code
     else:
         # Qwen2-VL's vision hidden_size is the projector width; embed_dim is the attention width.
         width = cfg.get("embed_dim") or cfg.get("hidden_size")

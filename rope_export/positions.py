@@ -52,8 +52,11 @@ def mrope_position_ids(
             seconds per temporal grid); default 1.
     Returns:
         int64 ``[3, B, S]``. Text runs advance all three axes together; a vision block starts
-        at the running position, its h/w follow the merged grid, and the next text starts at
-        ``start + max(h, w) / merge`` (the rule of transformers' ``get_rope_index``).
+        at the running position, its t/h/w follow the (merged) grid, and the next run starts
+        one past the largest position of the block, ``max(t, h, w) + 1``: the rule the models
+        were trained with (Qwen's reference code, vLLM, transformers <= 5.2). transformers 5.23
+        starts it at ``start + max(h, w) / merge`` instead, which differs after a video with
+        more temporal steps than merged rows or columns (transformers issue 45381).
     Raises:
         ValueError: when the tokens ask for more grids than given, or shapes disagree.
     """
@@ -90,7 +93,7 @@ def mrope_position_ids(
                 if block.shape[1] != j - i:
                     raise ValueError(f"a vision run of {j - i} tokens does not match its grid ({t}x{h}x{w} merged tokens)")
                 blocks.append(block)
-                pos += max(h, w)
+                pos = int(block.max()) + 1
             else:
                 raise ValueError(f"token_types: unknown type {kind} (0 text, 1 image, 2 video)")
             i = j

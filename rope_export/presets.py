@@ -81,15 +81,15 @@ def preset_info(preset: str) -> dict:
     return json.loads(json.dumps(_files()[name]))
 
 
-def load_preset(preset: str, part: str | None = None) -> RopeSpec:
+def load_preset(preset: str, part: str | None = None, layer_type: str | None = None) -> RopeSpec:
     """The `RopeSpec` of a preset, e.g. ``load_preset("qwen3-vl-8b", part="vision")``.
 
     Raises:
-        ValueError: unknown preset or part.
+        ValueError: unknown preset, part or layer type.
     """
     name, part = _split(preset, part)
     label = name if part in (None, _parts(_files()[name]["config"])[0]) else f"{name}:{part}"
-    return RopeSpec.from_hf_config(_files()[name]["config"], part=part, name=label)
+    return RopeSpec.from_hf_config(_files()[name]["config"], part=part, layer_type=layer_type, name=label)
 
 
 def heads_of(preset: str) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -244,15 +244,21 @@ class RopeSpec:
         )
 
     @classmethod
-    def from_hf_config(cls, cfg: Mapping[str, Any] | str, part: str | None = None, *, name: str = "") -> "RopeSpec":
+    def from_hf_config(cls, cfg: Mapping[str, Any] | str, part: str | None = None, *, layer_type: str | None = None,
+                       name: str = "") -> "RopeSpec":
         """Build the spec from a Hugging Face ``config.json`` (a dict or a path).
 
         Args:
             cfg: the parsed config or the path of a config.json file.
             part: "text" (decoder; ``text_config`` when nested) or "vision" (``vision_config``);
                 default: text when the config has a decoder, else vision.
+            layer_type: for decoders whose layer types use different rotaries (Gemma 3:
+                "full_attention", "sliding_attention"), the one to describe; required there.
         Raises:
-            ValueError: naming the field that is missing, unknown or inconsistent.
+            ValueError: naming the field or model type that is missing, unknown, inconsistent, or
+                describes a rotary rope_export cannot represent exactly. Text decoders must be of
+                a model type verified against its modeling code (``architectures.VERIFIED_TEXT``),
+                or carry no ``model_type`` (then the generic rule applies: half layout, whole head).
 
         >>> spec = RopeSpec.from_hf_config({"hidden_size": 4096, "num_attention_heads": 32,
         ...     "rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3", "factor": 8.0,
@@ -262,7 +268,7 @@ class RopeSpec:
         """
         from .hf_config import spec_fields
 
-        return cls(**spec_fields(cfg, part=part), name=name)
+        return cls(**spec_fields(cfg, part=part, layer_type=layer_type), name=name)
 
     # ------------------------------------------------------------ round trip
     def to_dict(self) -> dict:

@@ -150,8 +150,9 @@ def test_bad_input_gives_clear_errors():
         rx.hf.patch(transformers.Llama4TextModel(cfg))
     with pytest.raises(ValueError, match="no rotary module"):
         rx.hf.patch(torch.nn.Linear(2, 2))
+    # An architecture whose rotary no spec describes (NanoChat rotates by minus the angle).
     with pytest.raises(ValueError, match="not supported by export-hf"):
-        tiny_model({"model_type": "gemma", "num_attention_heads": 2, "hidden_size": 64}, "text", 1)
+        tiny_model({"model_type": "nanochat", "num_attention_heads": 2, "hidden_size": 64}, "text", 1)
 
 
 def test_export_hf_cli(tmp_path, capsys):
@@ -163,7 +164,7 @@ def test_export_hf_cli(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "PASS" in text and "ComplexFloat" in text and out.exists()
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"model_type": "gemma", "num_attention_heads": 2, "hidden_size": 64}))
+    bad.write_text(json.dumps({"model_type": "nanochat", "num_attention_heads": 2, "hidden_size": 64}))
     assert main(["export-hf", "--config", str(bad), "--out", str(tmp_path / "no.onnx")]) == 2
     assert not (tmp_path / "no.onnx").exists()
 

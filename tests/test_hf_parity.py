@@ -270,6 +270,54 @@ def test_mrope_position_ids_match_qwen2_vl_get_rope_index():
     assert not torch.equal(ours[0], ours[1])  # a real grid: t, h and w differ
 
 
+def _trained_rule_positions(runs, merge=2, intervals=()):
+    """Qwen2-VL's reference rule, written out literally: text advances every axis by one; a
+    vision block (t, h, w) sits at the running start; the next run starts at the block's
+    largest position + 1. runs: [("text", n) | ("image"/"video", (t, h, w))]."""
+    t_, h_, w_ = [], [], []
+    start, videos = 0, iter(intervals)
+    for kind, value in runs:
+        if kind == "text":
+            for i in range(value):
+                t_.append(start + i), h_.append(start + i), w_.append(start + i)
+            start += value
+            continue
+        t, h, w = value[0], value[1] // merge, value[2] // merge
+        step = next(videos, 1.0) if kind == "video" else 1.0
+        block = [(start + int(ti * step), start + hi, start + wi) for ti in range(t) for hi in range(h) for wi in range(w)]
+        for a, b, c in block:
+            t_.append(a), h_.append(b), w_.append(c)
+        start = max(max(x) for x in block) + 1
+    return torch.tensor([t_, h_, w_])[:, None]
+
+
+def test_mrope_position_ids_follow_the_trained_rule_after_long_videos():
+    """A video with more temporal steps than merged rows/columns: the next text starts one past
+    the block's largest position (trained rule); transformers 5.23 starts it earlier."""
+    from types import SimpleNamespace
+
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel
+
+    from rope_export.positions import mrope_position_ids
+
+    runs = [("text", 3), ("video", (6, 4, 4)), ("text", 4), ("image", (1, 4, 6)), ("text", 2)]
+    types = torch.tensor([[0] * 3 + [2] * 24 + [0] * 4 + [1] * 6 + [0] * 2])
+    ours = mrope_position_ids(types, torch.tensor([[1, 4, 6]]), torch.tensor([[6, 4, 4]]), spatial_merge_size=2)
+    want = _trained_rule_positions(runs)
+    assert torch.equal(ours, want)
+    assert int(ours[0, 0, 3 + 24]) == 3 + 5 + 1  # the text after the video: t ran 3..8
+    # Qwen2.5-VL's seconds-per-grid step stretches t; the rule is the same.
+    ours25 = mrope_position_ids(types, torch.tensor([[1, 4, 6]]), torch.tensor([[6, 4, 4]]), spatial_merge_size=2,
+                                video_time_intervals=[2.0])
+    assert torch.equal(ours25, _trained_rule_positions(runs, intervals=[2.0]))
+
+    fake = SimpleNamespace(config=SimpleNamespace(vision_config=SimpleNamespace(spatial_merge_size=2)))
+    fake.get_vision_position_ids = lambda *a, **k: Qwen2VLModel.get_vision_position_ids(fake, *a, **k)
+    hf, _ = Qwen2VLModel.get_rope_index(fake, torch.zeros_like(types), types, torch.tensor([[1, 4, 6]]),
+                                        torch.tensor([[6, 4, 4]]), attention_mask=torch.ones_like(types))
+    assert not torch.equal(hf, ours), "transformers now follows the trained rule: drop the divergence note"
+
+
 # -------------------------------------------------------------- presets vs models
 PRESET_CLASSES = {
     "llama-3.1-8b": ("LlamaConfig", "transformers.models.llama.modeling_llama", "LlamaRotaryEmbedding"),

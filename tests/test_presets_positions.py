@@ -68,7 +68,9 @@ def test_vision_position_ids_block_major_order():
 def test_mrope_positions_video_interval_and_errors():
     types = torch.tensor([[0] + [2] * 8 + [0]])
     pos = mrope_position_ids(types, video_grid_thw=torch.tensor([[2, 4, 4]]), video_time_intervals=[3.0])
-    assert pos[0, 0].tolist() == [0, 1, 1, 1, 1, 4, 4, 4, 4, 3]
+    # t runs 1, 4 (interval 3); the next text starts one past the block's largest position
+    # (the trained rule; transformers 5.23 would start it at 1 + max(h, w) = 3).
+    assert pos[0, 0].tolist() == [0, 1, 1, 1, 1, 4, 4, 4, 4, 5]
     with pytest.raises(ValueError, match="more video runs"):
         mrope_position_ids(types)
     with pytest.raises(ValueError, match="does not match its grid"):

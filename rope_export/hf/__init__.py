@@ -1,9 +1,9 @@
 """Hugging Face transformers models with rope_export's rotary: `patch` (drop-in rotary for a
-model, `rotary` the modules and functions it swaps in) and `export` (export-hf: a small random
-model of a config, patched, exported and checked)."""
+model, `rotary` the modules and functions it swaps in), `export` (export-hf: a small random
+model of a config, patched, exported and checked) and `coverage` (every transformers rotary
+architecture held against `RopeSpec.from_hf_config`)."""
 
-from ..architectures import ROTARY_CLASSES as SUPPORTED_ROTARY_CLASSES
-from .patch import Patch, patch, unpatch
+from .patch import Patch, patch, rotary_kind, unpatch
 from .rotary import HFRotary
 
-__all__ = ["HFRotary", "Patch", "patch", "unpatch", "SUPPORTED_ROTARY_CLASSES"]
+__all__ = ["HFRotary", "Patch", "patch", "unpatch", "rotary_kind"]

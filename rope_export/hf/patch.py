@@ -24,15 +24,18 @@ keeps working. The apply functions are module-level names in transformers' model
 while any model of an architecture is patched, every model of that architecture in the process
 uses the swapped functions (same results, rotation in float32).
 
-Supported (transformers 5.x): text decoders Llama, Mistral, Qwen2, Phi-3, GPT-NeoX, Qwen2-VL,
-Qwen2.5-VL, Qwen3-VL (M-RoPE); vision encoders Pixtral, Llama 4 vision (complex rotary),
-Qwen2-VL, Qwen2.5-VL, Qwen3-VL.
+Supported (transformers 5.x): any text decoder whose rotary is called as
+``forward(x, position_ids)``, whose config reads as a verified half-layout one-axis or M-RoPE
+spec, and whose modeling file's ``apply_rotary_pos_emb`` rotates as ours does (checked on probe
+inputs at patch time; `rotary_kind`); vision encoders Pixtral, Llama 4 vision (complex rotary),
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL. Anything else is refused with the module named.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import sys
 import warnings
 
@@ -41,9 +44,9 @@ from torch import nn
 
 from ..architectures import KEEPS_FLOAT32, ROTARY_CLASSES
 from ..spec import RopeSpec
-from .rotary import HFRotary, make_apply
+from .rotary import HFRotary, widen, make_apply
 
-__all__ = ["Patch", "patch", "unpatch"]
+__all__ = ["Patch", "patch", "unpatch", "rotary_kind"]
 
 
 # --------------------------------------------------------------------------- patch
@@ -52,6 +55,8 @@ class _Swap:
     original: object
     replacement: object
     fused: bool
+    fmt: str = "cat"
+    interleaved: bool = False
     users: int = 0
 
 
@@ -120,42 +125,41 @@ def patch(model: nn.Module, *, fused: bool = True) -> Patch:
     found, unsupported = [], []
     for name, module in model.named_modules():
         cls = type(module).__name__
-        if cls in ROTARY_CLASSES:
-            found.append((name, module))
-        elif "Rotary" in cls:
-            unsupported.append(f"{name or '<model>'} ({cls})")
+        if "Rotary" not in cls:
+            continue
+        try:
+            found.append((name, module, rotary_kind(module)))
+        except ValueError as exc:
+            unsupported.append(f"{name or '<model>'} ({cls}): {exc}")
     if unsupported:
-        raise ValueError(f"{type(model).__name__} has rotary modules rope_export does not patch: {', '.join(unsupported)}; "
-                         f"supported: {', '.join(sorted(ROTARY_CLASSES))}")
+        raise ValueError(f"{type(model).__name__} has rotary modules rope_export does not patch: {'; '.join(unsupported)}")
     if not found:
-        raise ValueError(f"{type(model).__name__} has no rotary module rope_export knows "
-                         f"(looked for {', '.join(sorted(ROTARY_CLASSES))})")
+        raise ValueError(f"{type(model).__name__} has no rotary module (no submodule class named *Rotary*)")
 
-    plans = [(name, module, _build(name, module)) for name, module in found]  # all checks before any change
-    keys = []
-    for _, module, _ in plans:
-        kind, functions = ROTARY_CLASSES[type(module).__name__]
+    plans = [(name, module, kind, _build(name, module, kind)) for name, module, kind in found]  # all checks first
+    keys = {}
+    for _, module, (kind, functions), adapter in plans:
         for fn in functions:
             key = (type(module).__module__, fn)
-            if key in _SWAPS and _SWAPS[key].fused != fused:
+            how = (adapter.fmt, adapter.spec.layout == "interleaved")
+            if key in _SWAPS and (_SWAPS[key].fused, _SWAPS[key].fmt, _SWAPS[key].interleaved) != (fused, *how):
                 raise ValueError(f"{key[0]}.{fn} is already patched with fused={_SWAPS[key].fused} by another model")
-            if key not in keys:
-                keys.append(key)
+            keys.setdefault(key, how)
 
     modules, replaced = [], []
-    for name, module, adapter in plans:
+    for name, module, _, adapter in plans:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         modules.append((parent, child, module))
         setattr(parent, child, adapter)
         replaced.append((name, type(module).__name__, adapter.spec))
-    for key in keys:
+    for key, (fmt, interleaved) in keys.items():
         if key not in _SWAPS:
             original = getattr(sys.modules[key[0]], key[1])
-            _SWAPS[key] = _Swap(original, make_apply(key[1], original, fused), fused)
+            _SWAPS[key] = _Swap(original, make_apply(key[1], original, fused, fmt, interleaved), fused, fmt, interleaved)
             setattr(sys.modules[key[0]], key[1], _SWAPS[key].replacement)
         _SWAPS[key].users += 1
-    result = Patch(model, replaced, modules, keys)
+    result = Patch(model, replaced, modules, list(keys))
     model.__dict__["_rope_export_patch"] = result
     return result
 
@@ -168,23 +172,92 @@ def unpatch(model: nn.Module) -> None:
     current.unpatch()
 
 
-def _build(name: str, module: nn.Module) -> HFRotary:
+def rotary_kind(module: nn.Module) -> tuple[str, tuple[str, ...]]:
+    """(input kind, apply functions to swap) of a transformers rotary module.
+
+    The vision encoders of `architectures.ROTARY_CLASSES` are known by class. Any other rotary
+    qualifies when it is called as ``forward(x, position_ids)``, its config reads (verified) as
+    a one-axis or M-RoPE spec in the half layout, and its modeling file applies it with a
+    module-level ``apply_rotary_pos_emb(q, k, cos, sin, ...)`` that rotates as ours does
+    (checked at patch time on probe inputs).
+
+    Raises:
+        ValueError: why this module cannot be patched.
+    """
+    cls = type(module).__name__
+    if cls in ROTARY_CLASSES:
+        return ROTARY_CLASSES[cls]
+    params = list(inspect.signature(type(module).forward).parameters)[1:]
+    if params[:2] != ["x", "position_ids"] or len(params) > 2:
+        raise ValueError(f"forward{tuple(params)}: only forward(x, position_ids) rotaries are patched "
+                         "(per-layer-type rotaries are not patched yet)")
+    config = getattr(module, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        raise ValueError("it carries no config to build a rope spec from")
+    spec = _spec_of(module, "text")
+    if spec.num_axes not in (1, 3):
+        raise ValueError(f"only one-axis and M-RoPE text rotaries are patched; its spec: {spec.describe()}")
+    apply = getattr(sys.modules[type(module).__module__], "apply_rotary_pos_emb", None)
+    if apply is None or list(inspect.signature(apply).parameters)[:4] != ["q", "k", "cos", "sin"]:
+        raise ValueError(f"its modeling file {type(module).__module__} has no apply_rotary_pos_emb(q, k, cos, sin, ...)")
+    return ("mrope" if spec.num_axes == 3 else "text"), ("apply_rotary_pos_emb",)
+
+
+def _spec_of(module: nn.Module, part: str) -> RopeSpec:
+    config = module.config
+    try:
+        return RopeSpec.from_hf_config(config.to_dict(), part=part, name=f"{getattr(config, 'model_type', type(module).__name__)}")
+    except ValueError as exc:
+        raise ValueError(f"cannot read the rotary description from its config: {exc}") from None
+
+
+def _check_apply(name: str, module: nn.Module, adapter: HFRotary, function: str) -> None:
+    """Refuse a modeling file whose apply function rotates differently from ours (probe
+    inputs, the module's own cos/sin): swapping it would change the model."""
+    original = getattr(sys.modules[type(module).__module__], function)
+    if original is getattr(_SWAPS.get((type(module).__module__, function)), "replacement", None):
+        return  # already swapped for a twin model: checked then
+    replacement = make_apply(function, original, False, adapter.fmt, adapter.spec.layout == "interleaved")
+    pos = _probe_positions(adapter.kind)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        cos, sin = copy.deepcopy(module).cpu()(torch.zeros(1), pos)
+        # The whole head, or only its rotary dims where the attention slices them off first (Phi).
+        for width in dict.fromkeys((adapter.spec.head_dim, adapter.spec.rotary_dim)):
+            q = torch.randn(1, 2, pos.shape[-1], width, generator=g)
+            k = torch.randn(1, 1, pos.shape[-1], width, generator=g)
+            try:
+                want = original(q, k, cos, sin)
+                break
+            except Exception as exc:  # noqa: BLE001 - not this width
+                error = exc
+        else:
+            raise ValueError(f"{name} ({type(module).__name__}): its {function} takes neither the head nor its rotary "
+                             f"dims ({type(error).__name__}); rope_export does not patch it")
+        got = replacement(q, k, cos, sin)
+    err = max(float((w.float() - g_.float()).abs().max()) for w, g_ in zip(want, got))
+    if err > 1e-5:
+        raise ValueError(f"{name} ({type(module).__name__}): its {function} rotates differently from rope_export's "
+                         f"(max |diff| {err:.3g}); rope_export does not patch it")
+
+
+def _build(name: str, module: nn.Module, kind_functions) -> HFRotary:
     """The replacement for one rotary module, checked against the module itself."""
     cls = type(module).__name__
-    kind, _ = ROTARY_CLASSES[cls]
+    kind, functions = kind_functions
     config = getattr(module, "config", None)
     if config is None or not hasattr(config, "to_dict"):
         raise ValueError(f"{name} ({cls}) carries no config to build a rope spec from")
-    part = "text" if kind in ("text", "mrope") else "vision"
     try:
-        spec = RopeSpec.from_hf_config(config.to_dict(), part=part, name=f"{getattr(config, 'model_type', cls)}")
+        spec = _spec_of(module, "text" if kind in ("text", "mrope") else "vision")
     except ValueError as exc:
-        raise ValueError(f"{name} ({cls}): cannot read the rotary description from its config: {exc}") from None
+        raise ValueError(f"{name} ({cls}): {exc}") from None
     grid = None
     if kind == "llama4_vision":
         grid = int(config.image_size) // int(config.patch_size)
+    fmt = _format_of(module, spec, kind) if kind in ("text", "mrope") else "cat"
     # On the module's device whichever check runs below (a CUDA model gets a CUDA adapter).
-    adapter = HFRotary(spec, kind, keep_float32=cls in KEEPS_FLOAT32, grid=grid).to(_device_of(module))
+    adapter = HFRotary(spec, kind, keep_float32=cls in KEEPS_FLOAT32, grid=grid, fmt=fmt).to(_device_of(module))
     rounded = {b.dtype for b in module.buffers() if b.is_floating_point() and b.dtype != torch.float32}
     if len(rounded) == 1:
         # A model cast with .to(bfloat16) rounds its inv_freq buffer, and transformers computes
@@ -192,14 +265,32 @@ def _build(name: str, module: nn.Module) -> HFRotary:
         (dtype,) = rounded
         as_cast = tuple(torch.tensor(spec.inv_freq).to(dtype).float().tolist())
         _check_same_outputs(name, module, HFRotary(dataclasses.replace(spec, inv_freq=as_cast), kind,
-                                                   keep_float32=adapter.keep_float32, grid=grid))
+                                                   keep_float32=adapter.keep_float32, grid=grid, fmt=fmt))
         warnings.warn(f"{name} ({cls}) holds its frequencies in {str(dtype).replace('torch.', '')} (the model was cast "
                       "with .to()), so transformers computes its angles from rounded frequencies; the patched module "
                       "uses the config's float32 values, and outputs differ from the unpatched model by that rounding",
                       stacklevel=3)
     else:
         _check_same_outputs(name, module, adapter)
+    if cls not in ROTARY_CLASSES:
+        for function in functions:
+            _check_apply(name, module, adapter, function)
     return adapter
+
+
+def _format_of(module: nn.Module, spec: RopeSpec, kind: str) -> str:
+    """How the module lays its angles out in cos (`rotary.FORMATS`): the format whose widening
+    of the spec's cos is closest to the module's own at probe positions (the output check that
+    follows refuses the module when even that one is off)."""
+    device = _device_of(module)
+    pos = _probe_positions(kind).to(device)
+    with torch.no_grad():
+        want = copy.deepcopy(module)(torch.zeros(1, device=device), pos)[0].float()
+        ours = HFRotary(spec, kind, fmt="once").to(device)(torch.zeros(1, device=device), pos)[0].float()
+    if want.shape[-1] == ours.shape[-1]:
+        return "once"
+    errors = {f: float((want - widen(ours, f)).abs().max()) for f in ("cat", "interleave")}
+    return min(errors, key=errors.get)
 
 
 def _device_of(module: nn.Module) -> torch.device:

@@ -17,7 +17,7 @@ from ..modules import RotaryEmbedding, apply_rotary
 from ..positions import patch_grid_positions
 from ..spec import RopeSpec
 
-__all__ = ["HFRotary", "make_apply"]
+__all__ = ["HFRotary", "make_apply", "FORMATS", "widen", "angles_of"]
 
 
 # ------------------------------------------------------------------------ rotation
@@ -48,9 +48,26 @@ def _register_legacy_symbolic() -> None:
     torch.onnx.register_custom_op_symbolic("rope_export::rotary_embedding", symbolic, 1)
 
 
+# How a model's rotary lays its P angles out in cos/sin: "cat" (twice, [c, c]: most models),
+# "interleave" (each twice in a row, [c0, c0, c1, c1, ...]: Cohere) or "once" ([c]: gpt-oss).
+FORMATS = ("cat", "interleave", "once")
+
+
 def _half(cos: torch.Tensor) -> torch.Tensor:
     # transformers' cos/sin repeat the P angles twice ([c, c]); the op takes them once.
     return cos[..., : cos.shape[-1] // 2]
+
+
+def angles_of(cos: torch.Tensor, fmt: str) -> torch.Tensor:
+    """The P angles' cos (or sin) out of a model's ``fmt`` layout."""
+    return _half(cos) if fmt == "cat" else cos[..., 0::2] if fmt == "interleave" else cos
+
+
+def widen(cos: torch.Tensor, fmt: str) -> torch.Tensor:
+    """The P angles in a model's ``fmt`` layout (inverse of `angles_of`)."""
+    if fmt == "cat":
+        return torch.cat((cos, cos), dim=-1)
+    return cos.repeat_interleave(2, dim=-1) if fmt == "interleave" else cos
 
 
 def _batch(cos: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -58,12 +75,13 @@ def _batch(cos: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return cos if cos.shape[0] == x.shape[0] else cos.expand(x.shape[0], -1, -1)
 
 
-def make_apply(kind_fn: str, original, fused: bool):
-    """The replacement for one module-level apply function."""
+def make_apply(kind_fn: str, original, fused: bool, fmt: str = "cat", interleaved: bool = False):
+    """The replacement for one module-level apply function: the model's cos/sin come in ``fmt``
+    (`FORMATS`), its pairs are (2i, 2i+1) when ``interleaved``, else (i, i+P)."""
     if kind_fn == "apply_rotary_pos_emb":
         def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
             # cos/sin: [B, S, R] (unsqueeze_dim 1 or 2) or [S, R] (unsqueeze_dim 0, Pixtral).
-            cos, sin = _half(cos), _half(sin)
+            cos, sin = angles_of(cos, fmt), angles_of(sin, fmt)
             if cos.dim() == 2:
                 cos, sin = cos[None], sin[None]
             heads_second = unsqueeze_dim != 2  # q/k [B, H, S, D]; else [B, S, H, D]
@@ -71,7 +89,7 @@ def make_apply(kind_fn: str, original, fused: bool):
             for x in (q, k):
                 xt = x if heads_second else x.transpose(1, 2)
                 c, s = _batch(cos, xt), _batch(sin, xt)
-                y = _rotate(xt, c, s, False, fused)
+                y = _rotate(xt, c, s, interleaved, fused)
                 out.append(y if heads_second else y.transpose(1, 2))
             return tuple(out)
 
@@ -108,22 +126,27 @@ class HFRotary(nn.Module):
             "vision_hw" (``[N, 2]`` row/column per patch) or "llama4_vision" (no positions:
             the fixed patch grid plus a class token).
         keep_float32: return float32 cos/sin (Qwen vision encoders) instead of ``x.dtype``.
+        fmt: how the model lays the P angles out in cos/sin (`FORMATS`): "cat" (``[c, c]``,
+            transformers' usual format), "interleave" (``[c0, c0, c1, c1, ...]``) or "once".
         grid: patches per side (llama4_vision only).
     Returns (forward): ``(cos, sin)``: ``[B, S, R]`` (text), ``[N, R]`` (vision_hw), R =
-    rotary_dim with the P angles repeated twice; llama4_vision: ``[S, P]`` each, no repeat.
+    rotary_dim (P for "once"); llama4_vision: ``[S, P]`` each.
     """
 
-    def __init__(self, spec: RopeSpec, kind: str, *, keep_float32: bool = False, grid: int | None = None):
+    def __init__(self, spec: RopeSpec, kind: str, *, keep_float32: bool = False, grid: int | None = None,
+                 fmt: str = "cat"):
         super().__init__()
-        if kind != "llama4_vision" and spec.layout != "half":
+        if kind not in ("llama4_vision", "text", "mrope") and spec.layout != "half":
             raise ValueError(f"{kind} rotary modules use the half layout; the spec says {spec.layout!r}")
-        self.spec, self.kind, self.keep_float32 = spec, kind, keep_float32
+        if fmt not in FORMATS:
+            raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+        self.spec, self.kind, self.keep_float32, self.fmt = spec, kind, keep_float32, fmt
         self.rope = RotaryEmbedding(spec)
         if kind == "llama4_vision":
             self.register_buffer("positions", patch_grid_positions(grid, grid, offset=1, cls_token="last"), persistent=False)
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind}"
+        return f"kind={self.kind}, fmt={self.fmt}"
 
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor | None = None):
         if self.kind == "llama4_vision":
@@ -135,7 +158,7 @@ class HFRotary(nn.Module):
         if vision:
             position_ids = position_ids.transpose(0, 1)[:, None]  # [N, 2] -> [2, 1, N]
         cos, sin = self.rope.cos_sin(position_ids)
-        cos, sin = torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)
+        cos, sin = widen(cos, self.fmt), widen(sin, self.fmt)
         if vision:
             cos, sin = cos[0], sin[0]
         if not self.keep_float32:

@@ -1,0 +1,302 @@
+"""The probe behind `rope_export.hf.coverage`: one transformers config's rotary classes, each
+run as its model runs it (its rotary module on probe positions, its modeling file's apply
+function on random q and k) and held against the spec `from_hf_config` reads from the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import math
+
+import torch
+
+from ..hf_config import layer_types_of, select_part, spec_fields
+from ..modules import RotaryEmbedding
+from ..spec import RopeSpec
+from ..validate.compare import TOLERANCES, compare
+
+__all__ = ["Row", "modeling_module", "rotary_classes", "sub_configs", "probe_config", "ATTENTION_SLICES"]
+
+
+@dataclasses.dataclass
+class Row:
+    model_type: str
+    part: str
+    layer_type: str | None
+    rotary_class: str
+    status: str  # "exact" | "refused" | "wrong" | "unprobed": what from_hf_config does
+    detail: str = ""
+    max_err: float = math.nan
+    rule: str = ""  # the same judgement of the reading rule alone, the verified table bypassed
+    config_type: str = ""  # the model_type from_hf_config reads for this part (a VLM's text: "<vlm>_text")
+
+
+def modeling_module(model_type: str):
+    from transformers import CONFIG_MAPPING
+
+    config_cls = CONFIG_MAPPING[model_type]
+    name = config_cls.__module__.replace(".configuration_", ".modeling_")
+    return config_cls, importlib.import_module(name)
+
+
+def rotary_classes(module) -> list[type]:
+    return [v for k, v in sorted(vars(module).items())
+            if isinstance(v, type) and k.endswith("RotaryEmbedding") and v.__module__ == module.__name__]
+
+
+def sub_configs(root) -> list[tuple[str, object]]:
+    """(attribute, config) for the root and its nested configs, depth first."""
+    from transformers import PretrainedConfig
+
+    out, seen = [("", root)], {id(root)}
+    for name, value in sorted(vars(root).items()):
+        if isinstance(value, PretrainedConfig) and id(value) not in seen:
+            seen.add(id(value))
+            out.extend((f"{name}.{n}" if n else name, c) for n, c in sub_configs(value))
+    return out
+
+
+def _config_for(rotary_cls, root, module) -> tuple[str, object] | None:
+    """(attribute path, config) of the sub-config the rotary class is built from, or None when
+    this model type's config has none of that class (a rotary of a sibling model type)."""
+    params = list(inspect.signature(rotary_cls.__init__).parameters.values())[1:]
+    if not params:
+        return None
+    annotation = params[0].annotation
+    if isinstance(annotation, str):
+        annotation = getattr(module, annotation, None)
+    if not isinstance(annotation, type):
+        return ("", root) if params[0].name == "config" else None
+    found = next(((attr, cfg) for attr, cfg in sub_configs(root) if isinstance(cfg, annotation)), None)
+    if found is None and getattr(annotation, "sub_configs", {}).get("text_config") is type(root):
+        found = ("", root)  # a VLM's text rotary typed with the VLM's config, on the text model type
+    return found
+
+
+def _build_rotary(rotary_cls, cfg, **kwargs):
+    try:
+        return rotary_cls(cfg, **kwargs).eval()
+    except AttributeError:
+        # Typed with a VLM's config but built from its text_config by the model (Qwen2-VL).
+        if getattr(cfg, "text_config", None) is None:
+            raise
+        return rotary_cls(cfg.text_config, **kwargs).eval()
+
+
+def _part(attr: str, cfg, rotary_cls) -> str:
+    """The ``part`` a user passes to `from_hf_config` for this sub-config."""
+    if attr in ("", "text_config"):
+        return "vision" if "vision" in rotary_cls.__name__.lower() else "text"
+    if attr == "vision_config":
+        return "vision"
+    return attr  # a nested config by its key path (audio encoders, talkers, ...)
+
+
+def _probe_positions(max_pos: int | None) -> torch.Tensor:
+    steps = [0, 1, 2, 3, 7, 31, 100, 1000, 4000]
+    if max_pos:
+        steps += [max_pos - 1, 2 * max_pos + 5]  # the trained end, and past it (length rules)
+    return torch.tensor([steps], dtype=torch.int64)
+
+
+def _call_rotary(rotary, position_ids, layer_type):
+    x = torch.zeros(1, dtype=torch.float32)
+    with torch.no_grad():
+        out = rotary(x, position_ids, layer_type) if layer_type is not None else rotary(x, position_ids)
+    if isinstance(out, torch.Tensor) and out.is_complex():
+        return out, None  # Meta-style freqs_cis (Llama 4): applied by complex multiplication
+    if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
+        raise TypeError(f"forward returned {type(out).__name__}, not (cos, sin)")
+    return out
+
+
+def _multi_axis(rotary, pos2d, layer_type, axes: int = 3) -> torch.Tensor | None:
+    """[A, 1, S] positions with different streams when the rotary is multi-axis, else None."""
+    streams = torch.stack([pos2d[0], pos2d[0] // 2 + 1, (pos2d[0] * 3) % 97])[:, None]
+    try:
+        mixed = _call_rotary(rotary, streams, layer_type)
+        same = _call_rotary(rotary, pos2d[None].expand(axes, -1, -1), layer_type)
+        flat = _call_rotary(rotary, pos2d, layer_type)
+    except Exception:  # noqa: BLE001 - a one-axis rotary rejects 3-axis positions
+        return None
+    if mixed[0].shape != flat[0].shape or not torch.equal(same[0], flat[0]) or torch.equal(mixed[0], flat[0]):
+        return None
+    return streams
+
+
+def _apply_function(module, cfg, complex_freqs: bool = False):
+    if complex_freqs:
+        return getattr(module, "apply_rotary_emb", None)
+    if getattr(cfg, "rope_interleave", False) and hasattr(module, "apply_rotary_pos_emb_interleave"):
+        return module.apply_rotary_pos_emb_interleave
+    return getattr(module, "apply_rotary_pos_emb", None)
+
+
+# Decoders whose attention passes only the first rotary dims to the apply function and keeps
+# the rest (read in their modeling files: query_states[..., : self.rotary_ndims]).
+ATTENTION_SLICES = frozenset({"phi", "stablelm", "persimmon"})
+
+
+def _reference(apply, q, k, cos, sin, slices: bool = False):
+    if sin is None:  # complex freqs_cis [B, S, P]; Meta's apply takes q/k as [B, S, H, D]
+        q_rot, k_rot = apply(q.transpose(1, 2), k.transpose(1, 2), cos)
+        return q_rot.transpose(1, 2), k_rot.transpose(1, 2)
+    if slices:
+        width = cos.shape[-1]
+        q_rot, k_rot = _reference(apply, q[..., :width], k[..., :width], cos, sin)
+        return torch.cat((q_rot, q[..., width:]), dim=-1), torch.cat((k_rot, k[..., width:]), dim=-1)
+    params = list(inspect.signature(apply).parameters)
+    if params[:4] == ["q", "k", "cos", "sin"]:
+        return apply(q, k, cos, sin)
+    if params[:3] == ["x", "cos", "sin"]:
+        return apply(q, cos, sin), apply(k, cos, sin)
+    raise TypeError(f"apply function {apply.__name__}{tuple(params)} has no known signature")
+
+
+def _head_width(cfg, spec: RopeSpec | None) -> int:
+    if spec is not None:
+        return spec.head_dim
+    from ..hf_config import head_dim_of
+
+    return head_dim_of(cfg.to_dict())
+
+
+def probe_config(root) -> list[Row]:
+    """The coverage rows of one transformers config object (its model type's rotary classes)."""
+    model_type = root.model_type
+    _, module = modeling_module(model_type)
+    rows = []
+    for rotary_cls in rotary_classes(module):
+        found = _config_for(rotary_cls, root, module)
+        if found is None:
+            continue  # built from a config this model type does not hold
+        attr, cfg = found
+        part = _part(attr, cfg, rotary_cls)
+        takes_layer = "layer_type" in inspect.signature(rotary_cls.forward).parameters
+        layer_types = layer_types_of(cfg.to_dict()) if takes_layer else []
+        for layer_type in layer_types or [None]:
+            row = _probe_one(model_type, root, attr, cfg, part, rotary_cls, module, layer_type)
+            row.rule = row.status
+            try:
+                kind, sub, _ = select_part(root.to_dict(), part)
+                row.config_type = f"{kind}:{sub.get('model_type', '')}"
+            except ValueError:
+                row.config_type = "-"
+            refusal = _accepted(root, part, layer_type) if row.status != "refused" else ""
+            if refusal:
+                row.status, row.detail = "refused", refusal
+            rows.append(row)
+    return rows
+
+
+def _probe_one(model_type, root, attr, cfg, part, rotary_cls, module, layer_type) -> Row:
+    row = Row(model_type, part, layer_type, rotary_cls.__name__, "unprobed")
+    if part == "vision" or (part not in ("text",) and "vision" in rotary_cls.__name__.lower()):
+        return _probe_vision(row, root, cfg, rotary_cls, module, part)
+    spec, spec_error = _spec_or_error(root, part, layer_type)
+    try:
+        kwargs = {"layer_type": layer_type} if layer_type is not None and "layer_type" in inspect.signature(rotary_cls.__init__).parameters else {}
+        rotary = _build_rotary(rotary_cls, cfg, **kwargs)
+        pos = _probe_positions(getattr(rotary.config, "max_position_embeddings", None))
+        cos, sin = _call_rotary(rotary, pos, layer_type)
+        streams = _multi_axis(rotary, pos, layer_type)
+        if streams is not None:
+            pos = streams
+            cos, sin = _call_rotary(rotary, pos, layer_type)
+    except Exception as exc:  # noqa: BLE001
+        row.detail = f"rotary module: {type(exc).__name__}: {exc}"[:200]
+        return _refused_or(row, spec_error)
+    apply = _apply_function(module, cfg, complex_freqs=sin is None)
+    if apply is None:
+        row.detail = "no module-level apply_rotary_pos_emb (apply_rotary_emb for complex frequencies)"
+        return _refused_or(row, spec_error)
+    g = torch.Generator().manual_seed(0)
+    try:
+        width = _head_width(cfg, spec)
+        q = torch.randn(1, 2, pos.shape[-1], width, generator=g)
+        k = torch.randn(1, 1, pos.shape[-1], width, generator=g)
+        with torch.no_grad():
+            want = _reference(apply, q, k, cos, sin, slices=getattr(cfg, "model_type", "") in ATTENTION_SLICES)
+    except Exception as exc:  # noqa: BLE001
+        row.detail = f"apply function: {type(exc).__name__}: {exc}"[:200]
+        return _refused_or(row, spec_error)
+    if spec is not None and spec.num_axes == 1 and pos.dim() == 3:
+        row.status, row.detail = "wrong", f"the model's rotary follows {pos.shape[0]} position streams, the spec one"
+        return row
+    if spec is not None and spec.num_axes > 1 and pos.dim() == 2:
+        pos = pos[None].expand(spec.num_axes, -1, -1)
+    return _judge(row, spec, spec_error, q, k, pos, want)
+
+
+def _spec_or_error(root, part, layer_type=None):
+    """(spec, why not) for the rule alone (verified table bypassed), and whether
+    `RopeSpec.from_hf_config` accepts the config (its error otherwise)."""
+    try:
+        spec = RopeSpec(**spec_fields(root.to_dict(), part, layer_type, verified_only=False))
+    except (ValueError, TypeError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    return spec, ""
+
+
+def _accepted(root, part, layer_type) -> str:
+    try:
+        RopeSpec.from_hf_config(root.to_dict(), part=part, layer_type=layer_type)
+    except ValueError as exc:
+        return f"ValueError: {exc}"
+    return ""
+
+
+def _probe_vision(row: Row, root, cfg, rotary_cls, module, part: str = "vision") -> Row:
+    # Vision encoders with (row, column) per patch: position_ids [N, 2] -> cos/sin [N, D].
+    steps = torch.tensor([0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89])
+    hw = torch.stack([steps % 37, (steps * 7) % 41], dim=-1)
+    spec, spec_error = _spec_or_error(root, part)
+    try:
+        rotary = _build_rotary(rotary_cls, cfg)
+        cos, sin = _call_rotary(rotary, hw, None)
+        width = _head_width(cfg, spec)
+        g = torch.Generator().manual_seed(0)
+        q, k = torch.randn(len(steps), 2, width, generator=g), torch.randn(len(steps), 2, width, generator=g)
+        with torch.no_grad():
+            if hasattr(module, "apply_rotary_pos_emb_vision"):
+                want = module.apply_rotary_pos_emb_vision(q, k, cos, sin)
+            else:
+                want = tuple(t[0].transpose(0, 1) for t in module.apply_rotary_pos_emb(
+                    q.transpose(0, 1)[None], k.transpose(0, 1)[None], cos, sin, unsqueeze_dim=0))
+    except Exception as exc:  # noqa: BLE001
+        row.detail = f"vision rotary: {type(exc).__name__}: {exc}"[:200]
+        return _refused_or(row, spec_error)
+    # [N, H, D] packed patches <-> our [1, H, N, D]
+    return _judge(row, spec, spec_error, q, k, hw.T[:, None].contiguous(), want,
+                  view=lambda t: t.transpose(0, 1)[None], unview=lambda t: t[0].transpose(0, 1))
+
+
+def _judge(row: Row, spec: RopeSpec | None, spec_error: str, q, k, positions, want, view=None, unview=None) -> Row:
+    """Our module on the probe inputs against the model's rotation ``want``."""
+    if spec is None:
+        row.status, row.detail = "refused", spec_error
+        return row
+    view, unview = view or (lambda t: t), unview or (lambda t: t)
+    try:
+        with torch.no_grad():
+            got = tuple(unview(t) for t in RotaryEmbedding(spec)(view(q), view(k), positions))
+    except Exception as exc:  # noqa: BLE001 - a spec that cannot even run the model's positions is wrong
+        row.status, row.detail = "wrong", f"our module: {type(exc).__name__}: {exc}"[:200]
+        return row
+    stats = [compare(g_.numpy(), w.float().numpy(), TOLERANCES["float32"]) for g_, w in zip(got, want)]
+    row.max_err = max(s["max_abs_err"] for s in stats)
+    if all(s["ok"] for s in stats):
+        row.status, row.detail = "exact", spec.describe()
+    else:
+        row.status, row.detail = "wrong", f"max |diff| {row.max_err:.3g}: {spec.describe()}"
+    return row
+
+
+def _refused_or(row: Row, spec_error: str) -> Row:
+    # The model's code could not be run here: a refusal is still a refusal; an accepted spec
+    # stays unprobed (the detail says why) and must be covered by a test of its own.
+    if spec_error:
+        row.status, row.detail = "refused", spec_error
+    return row

@@ -1,0 +1,174 @@
+"""Every rotary architecture of the installed transformers: `from_hf_config` is exact or
+refuses, never silently wrong; the verified table is what the probe proves; patch and export-hf
+work for decoder families beyond the presets."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import rope_export as rx  # noqa: E402
+from rope_export.architectures import VERIFIED_TEXT  # noqa: E402
+from rope_export.hf.coverage import coverage, probe_model_type, rule_exact_text_types, summary  # noqa: E402
+from rope_export.hf.export import export_hf  # noqa: E402
+
+# Accepted rows this generic probe cannot run, each checked by a test of its own.
+CHECKED_ELSEWHERE = {
+    ("llama4", "vision"): "complex rotary without positions: tests/test_hf_parity.py",
+    ("llama4_vision_model", "vision"): "complex rotary without positions: tests/test_hf_parity.py",
+    ("musicflamingo", "text"): "its rotary is the audio clock, not the decoder's (a verified qwen2)",
+}
+
+
+@pytest.fixture(scope="module")
+def rows():
+    transformers.logging.set_verbosity_error()
+    return coverage()
+
+
+def test_no_row_is_silently_wrong(rows):
+    counts = summary(rows)
+    wrong = [(r.model_type, r.part, r.layer_type, r.detail) for r in rows if r.status == "wrong"]
+    assert not wrong, wrong
+    assert counts["exact"] >= 250, counts  # transformers 5.23: 255 of 340 rows
+    for r in rows:
+        if r.status == "unprobed":
+            assert (r.model_type, r.part) in CHECKED_ELSEWHERE, (r.model_type, r.part, r.detail)
+
+
+def test_verified_table_is_what_the_probe_proves(rows):
+    proved = set(rule_exact_text_types(rows))
+    assert VERIFIED_TEXT - proved == {"gptj"}, sorted(VERIFIED_TEXT - proved)  # GPT-J: no rotary class
+    assert proved - VERIFIED_TEXT == set(), f"newly exact, add to VERIFIED_TEXT: {sorted(proved - VERIFIED_TEXT)}"
+
+
+@pytest.mark.parametrize("model_type", ["glm4", "cohere", "deepseek_v3", "gemma3", "jetmoe", "qwen3_5", "nanochat"])
+def test_families_the_issue_named(model_type):
+    """GPT-J-style pairing (GLM, Cohere), MLA, per-layer types (Gemma 3), kv_channels (JetMoE),
+    M-RoPE with partial rotary (Qwen3.5): exact; de-interleaving MLA and NanoChat's negative
+    rotation: refused with the reason."""
+    got = {(r.layer_type, r.status) for r in probe_model_type(model_type) if r.part == "text"}
+    if model_type in ("deepseek_v3", "nanochat"):
+        assert {s for _, s in got} == {"refused"}, got
+    else:
+        assert {s for _, s in got} == {"exact"}, got
+    if model_type == "gemma3":
+        assert {lt for lt, _ in got} == {"full_attention", "sliding_attention"}
+
+
+def test_unverified_and_refused_types_name_the_reason():
+    with pytest.raises(ValueError, match="not one rope_export has verified"):
+        rx.RopeSpec.from_hf_config({"model_type": "made_up_llm", "hidden_size": 64, "num_attention_heads": 2})
+    with pytest.raises(ValueError, match="minus the angle"):
+        rx.RopeSpec.from_hf_config({"model_type": "nanochat", "hidden_size": 64, "num_attention_heads": 2})
+    with pytest.raises(ValueError, match="rope_interleave"):
+        rx.RopeSpec.from_hf_config(transformers.DeepseekV3Config().to_dict())
+    # An unverified type checked against transformers' code for this very config.
+    from rope_export.hf.coverage import check_config
+
+    assert check_config(transformers.Qwen3Config().to_dict()).head_dim == 128
+    with pytest.raises(ValueError, match="not one transformers"):
+        check_config({"model_type": "made_up_llm", "hidden_size": 64, "num_attention_heads": 2})
+    with pytest.raises(ValueError, match="minus the angle"):
+        check_config(transformers.NanoChatConfig().to_dict())
+    # No model_type: no architecture to check against, the generic rule applies.
+    assert rx.RopeSpec.from_hf_config({"hidden_size": 64, "num_attention_heads": 2}).layout == "half"
+
+
+def test_layer_types_gemma3_new_and_old_config_files():
+    cfg = transformers.Gemma3TextConfig()
+    with pytest.raises(ValueError, match="layer_type"):
+        rx.RopeSpec.from_hf_config(cfg.to_dict())
+    with pytest.raises(ValueError, match="not one of"):
+        rx.RopeSpec.from_hf_config(cfg.to_dict(), layer_type="cross_attention")
+    new = {lt: rx.RopeSpec.from_hf_config(cfg.to_dict(), layer_type=lt) for lt in ("full_attention", "sliding_attention")}
+    assert new["full_attention"].inv_freq != new["sliding_attention"].inv_freq
+    # A config.json as Gemma 3 checkpoints publish it (rope_local_base_freq, linear scaling).
+    old = {"model_type": "gemma3_text", "hidden_size": 2560, "num_attention_heads": 8, "head_dim": 256,
+           "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "rope_scaling": {"rope_type": "linear", "factor": 8.0},
+           "max_position_embeddings": 131072}
+    ours = {lt: rx.RopeSpec.from_hf_config(old, layer_type=lt) for lt in ("full_attention", "sliding_attention")}
+    module = transformers.models.gemma3.modeling_gemma3.Gemma3RotaryEmbedding(transformers.Gemma3TextConfig(**old))
+    for lt, spec in ours.items():
+        assert torch.equal(torch.tensor(spec.inv_freq), getattr(module, f"{lt}_inv_freq")), lt
+
+
+def test_ntk_alpha_and_longrope_default_match_transformers():
+    from transformers.models.hunyuan_v1_dense.modeling_hunyuan_v1_dense import HunYuanDenseV1RotaryEmbedding
+
+    cfg = transformers.HunYuanDenseV1Config(head_dim=128, rope_parameters={"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0,
+                                                             "rope_theta": 10000.0})
+    spec = rx.RopeSpec.from_hf_config(cfg.to_dict())
+    assert spec.length_rule is None  # a fixed alpha is a static table
+    assert torch.equal(torch.tensor(spec.inv_freq), HunYuanDenseV1RotaryEmbedding(cfg).inv_freq)
+    # LongRoPE without original_max_position_embeddings: transformers falls back to max_position_embeddings.
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    factors = [1.0 + i / 100 for i in range(32)]
+    data = {"model_type": "llama", "hidden_size": 256, "num_attention_heads": 4, "max_position_embeddings": 8192,
+            "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": factors,
+                                "long_factor": [2 * f for f in factors]}}
+    spec = rx.RopeSpec.from_hf_config(data)
+    module = LlamaRotaryEmbedding(transformers.LlamaConfig(**{k: v for k, v in data.items() if k != "model_type"}))
+    assert spec.length_rule.original_max_position_embeddings == 8192
+    assert torch.equal(torch.tensor(spec.inv_freq), module.inv_freq)
+    assert spec.attention_scaling == pytest.approx(module.attention_scaling)
+
+
+@pytest.mark.parametrize("model_type", ["qwen3", "gemma2", "cohere", "glm4", "phi"])
+def test_export_hf_beyond_the_presets(tmp_path, model_type):
+    """Any verified decoder: patched (no class list), exported with RotaryEmbedding nodes,
+    matching transformers at seen and unseen shapes. Cohere: interleaved pairs with
+    repeat_interleave'd cos/sin; GLM-4: interleaved, partial; Phi: the attention slices."""
+    transformers.logging.set_verbosity_error()
+    report = export_hf(transformers.CONFIG_MAPPING[model_type]().to_dict(), tmp_path / "m.onnx", layers=1,
+                       compare_unpatched=False)
+    assert report.passed and report.rotary_nodes == 2, report.summary()
+    assert len(report.checked_shapes) == 2
+
+
+def test_patch_refuses_an_apply_function_that_rotates_differently(monkeypatch):
+    """A modeling file whose apply function was edited: the probe of the function itself
+    refuses the patch, and nothing is changed."""
+    from transformers.models.qwen3 import modeling_qwen3
+
+    cfg = transformers.Qwen3Config(vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=1,
+                                   num_attention_heads=2, num_key_value_heads=1, head_dim=32)
+    model = transformers.Qwen3Model(cfg)
+    original = modeling_qwen3.apply_rotary_pos_emb
+    monkeypatch.setattr(modeling_qwen3, "apply_rotary_pos_emb",
+                        lambda q, k, cos, sin, unsqueeze_dim=1: original(q, k, cos, -sin, unsqueeze_dim))
+    with pytest.raises(ValueError, match="rotates differently"):
+        rx.hf.patch(model)
+    assert type(model.rotary_emb).__name__ == "Qwen3RotaryEmbedding"
+
+
+def test_patch_gpt_oss_cos_once_format():
+    """gpt-oss keeps each angle once in cos/sin: the patched model equals the unpatched one."""
+    from rope_export.hf.export import example_inputs, tiny_model
+
+    transformers.logging.set_verbosity_error()
+
+    model = tiny_model(transformers.GptOssConfig().to_dict(), "text", 1)
+    wrapper, args, _, _ = example_inputs(model)
+    with torch.no_grad():
+        want = wrapper(*args)
+    with rx.hf.patch(model) as patched:
+        assert patched.replaced and patched.model.rotary_emb.fmt == "once"
+        with torch.no_grad():
+            got = wrapper(*args)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+
+
+def test_coverage_tool_writes_a_table(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "..", "tools", "hf_coverage.py"),
+                          "llama", "glm4", "nanochat"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "| llama | text |" in out.stdout and "0 wrong" in out.stdout
