@@ -11,15 +11,19 @@ import io
 import logging
 import os
 import re
+import stat
 import sys
 import tempfile
 import warnings
 
-__all__ = ["DTYPE_NAMES", "DEFAULT_PROVIDERS", "torch_dtype", "InputError", "atomic_write", "stderr_progress", "clear_progress",
+__all__ = ["DTYPE_NAMES", "FORM_NAMES", "DEFAULT_PROVIDERS", "torch_dtype", "InputError", "atomic_write", "check_output_path", "PipeSafeStdout",
+           "stderr_progress", "clear_progress",
            "quiet_exporter", "silent_fds", "error_line"]
 
 # Activation dtypes of q/k and of exported graphs (angles, sin and cos are float32 in every case).
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
+# The graph forms (rope_export.export.forms says which fits which spec).
+FORM_NAMES = ("auto", "fused", "decomposed", "contrib", "table", "plugin")
 # The execution providers a validation runs when none is named (library, CLI and pytest
 # plugin alike): the one every machine has, so the same file is checkable in CI without a GPU.
 DEFAULT_PROVIDERS = ("cpu",)
@@ -38,19 +42,83 @@ class InputError(ValueError):
     """The file, spec or inputs given cannot be used (the CLI exits with code 2)."""
 
 
+def check_output_path(path: str | os.PathLike) -> str:
+    """The real file an output path names (through symlinks), checked before any work: its
+    folder exists and is writable, and nothing but a regular file sits there.
+
+    Raises:
+        OSError: naming the problem.
+    """
+    path = os.fspath(path)
+    target = os.path.realpath(path)
+    if os.path.exists(target) and not os.path.isfile(target):
+        raise OSError(f"{path} is not a regular file (a device, FIFO or folder): refusing to replace it")
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory):
+        raise OSError(f"output directory does not exist: {directory}")
+    if not os.access(directory, os.W_OK):
+        raise OSError(f"output directory is not writable: {directory}")
+    return target
+
+
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and a rename:
-    readers see the old file or the whole new one, and a failure leaves nothing at ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".rope_export-", dir=directory)
+    readers see the old file or the whole new one, and a failure leaves nothing at ``path``.
+
+    A symlink is written through (its target is replaced, the link stays); a device, FIFO or
+    folder at ``path`` is refused. The file gets the mode a plain ``open()`` would give (the
+    umask's), or keeps the mode of the file it replaces. A process killed with SIGKILL mid-write
+    can leave a ``.rope_export-*`` temporary file beside the output (nothing can clean that up).
+    """
+    target = check_output_path(path)
+    if os.path.exists(target):
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(prefix=".rope_export-", dir=os.path.dirname(target))
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.replace(tmp, path)
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+class PipeSafeStdout:
+    """sys.stdout for a command line: when the reader goes away (``| head``), later output is
+    dropped instead of raising BrokenPipeError, so the command still finishes and its exit
+    status still follows its verdict."""
+
+    def __init__(self, stream):
+        self._stream, self.broken = stream, False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._broken()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._broken()
+
+    def _broken(self) -> None:
+        self.broken = True
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def stderr_progress(message: str) -> None:

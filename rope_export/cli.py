@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
-from ._util import DEFAULT_PROVIDERS, DTYPE_NAMES
+from ._util import DEFAULT_PROVIDERS, DTYPE_NAMES, FORM_NAMES, PipeSafeStdout
 
 DEFAULT_PRESET = "qwen2-vl-7b"
 
@@ -27,8 +28,9 @@ def _spec_from_args(args, required: bool = True):
         raise UsageError("give --preset or --hf-config, not both")
     layer_type = getattr(args, "layer_type", None)
     if getattr(args, "hf_config", None):
-        return RopeSpec.from_hf_config(args.hf_config, part=args.part, layer_type=layer_type,
-                                       name=os.path.basename(os.path.dirname(os.path.abspath(args.hf_config))))
+        path = os.path.abspath(args.hf_config)
+        name = os.path.basename(path if os.path.isdir(path) else os.path.dirname(path))  # the model's folder
+        return RopeSpec.from_hf_config(args.hf_config, part=args.part, layer_type=layer_type, name=name)
     if getattr(args, "preset", None):
         return load_preset(args.preset, part=args.part, layer_type=layer_type)
     if required:
@@ -39,6 +41,10 @@ def _spec_from_args(args, required: bool = True):
 def cmd_presets(args) -> int:
     from .presets import list_presets, load_preset, preset_info
 
+    if args.json:
+        print(json.dumps({name: {"variant": preset_info(name)["variant"], "source": preset_info(name)["source"],
+                                 "spec": load_preset(name).to_dict()} for name in list_presets()}, indent=1))
+        return 0
     for name in list_presets():
         spec = load_preset(name)
         print(f"{name:24s} {preset_info(name)['variant']}")
@@ -64,20 +70,33 @@ def cmd_inspect(args) -> int:
     from .export import read_graph
 
     info = read_graph(args.onnx)
-    print(f"file: {info.path}")
+    if args.json:
+        print(json.dumps({"file": info.path, "opsets": info.opsets, "form": info.form, "dtype": info.dtype,
+                          "version": info.version, "table_length": info.table_length,
+                          "spec": info.spec.to_dict() if info.spec else None,
+                          "inputs": {n: t.describe() for n, t in info.inputs.items()},
+                          "outputs": {n: t.describe() for n, t in info.outputs.items()}, "ops": dict(info.ops),
+                          "metadata": info.metadata}, indent=1))
+        return 0
+    print(f"file: {_printable(info.path)}")
     print(f"opsets: {', '.join(f'{domain} {version}' for domain, version in info.opsets.items())}")
     if info.spec is not None:
-        print(f"spec: {info.spec.describe()}")
-        print(f"form: {info.form}  dtype: {info.dtype}  rope_export {info.version}")
+        print(f"spec: {_printable(info.spec.describe())}")
+        print(f"form: {_printable(info.form)}  dtype: {_printable(info.dtype)}  rope_export {_printable(str(info.version))}")
         if args.verbose:
             print(json.dumps(info.spec.to_dict(), indent=2))
     else:
         print("spec: (no rope_export metadata)")
     for kind, values in (("input", info.inputs), ("output", info.outputs)):
         for name, tensor in values.items():
-            print(f"{kind}: {name} {tensor.describe()}")
+            print(f"{kind}: {_printable(name)} {tensor.describe()}")
     print(info.histogram())
     return 0
+
+
+def _printable(text: str) -> str:
+    """Text from a file, with control characters escaped (a crafted name cannot drive the terminal)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def cmd_validate(args) -> int:
@@ -108,8 +127,8 @@ def cmd_build_engine(args) -> int:
 
     reason = tensorrt_unavailable()
     if reason:
-        print(f"rope-export build-engine: TensorRT cannot build engines here: {reason}\n  install: {INSTALL_HINT}",
-              file=sys.stderr)
+        hint = "" if INSTALL_HINT in reason else f"\n  install: {INSTALL_HINT}"
+        print(f"rope-export build-engine: TensorRT cannot build engines here: {reason}{hint}", file=sys.stderr)
         return 2
     from .export import read_graph
     from .tensorrt.engine import Profile, build_engine
@@ -129,13 +148,21 @@ def cmd_export_hf(args) -> int:
     from ._util import stderr_progress
     from .hf.export import export_hf
 
-    if not os.path.isfile(args.config):
+    if bool(args.config) == bool(args.preset):
+        raise UsageError("give --hf-config FILE or --preset NAME")
+    if args.preset:
+        from .presets import preset_info
+
+        config = preset_info(args.preset)["config"]
+    elif not os.path.isfile(args.config):
         raise UsageError(f"no such file: {args.config}")
+    else:
+        config = args.config
     try:
         import transformers  # noqa: F401
     except ImportError:
         raise UsageError('export-hf needs transformers: pip install "rope-export[hf]"') from None
-    report = export_hf(args.config, args.out, part=args.part, layers=args.layers, exporter=args.exporter,
+    report = export_hf(config, args.out, part=args.part, layers=args.layers, exporter=args.exporter,
                        opset=args.opset, fused=not args.no_fused, seed=args.seed, full_width=args.full_width,
                        compare_unpatched=not args.no_compare, progress=stderr_progress)
     if args.json:
@@ -158,126 +185,186 @@ def cmd_bench(args) -> int:
 
     import torch
 
-    from ._util import clear_progress, stderr_progress
+    from ._util import atomic_write, clear_progress, stderr_progress
     from .bench import bench, format_table, plot_scaling, rows_to_json
 
-    shapes = [tuple([lbl, int(b), int(s)]) for lbl, b, s in (x.split(":") for x in args.shape)] if args.shape else None
     kw = dict(dtype=args.dtype, repeat=args.repeat, threads=args.threads, compile=not args.no_compile, progress=stderr_progress)
-    rows = bench(args.preset, shapes=shapes, **kw) if shapes else bench(args.preset, **kw)
+    rows = bench(args.preset, shapes=args.shape, **kw) if args.shape else bench(args.preset, **kw)
+    sweep = bench(args.preset, shapes=[("sweep", 1, n) for n in args.lengths], **kw) if args.plot else []
     clear_progress()
-    print(format_table(rows))
+    print(format_table(rows + sweep))
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
+    threads = args.threads or torch.get_num_threads()
     if args.json:
-        device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(rows_to_json(rows, device=device, cpus=os.cpu_count(), torch=torch.__version__, dtype=args.dtype), fh, indent=1)
+        atomic_write(args.json, json.dumps(rows_to_json(rows + sweep, device=device, cpus=os.cpu_count(), threads=threads,
+                                                        torch=torch.__version__, dtype=args.dtype), indent=1).encode())
         print(f"results: {args.json}")
     if args.plot:
-        print(f"plot: {plot_scaling(args.preset, args.plot, **kw)}")
+        where = f"{device}, {threads} threads; onnxruntime rows: CPU provider"
+        print(f"plot: {plot_scaling(sweep, args.plot, title=f'{args.preset}: rotary of q and k, {args.dtype} ({where})')}")
     return 0
 
 
 def _add_spec_args(p, default_note=True):
     p.add_argument("--preset", help=f"a preset name (rope-export presets){'; default ' + DEFAULT_PRESET if default_note else ''}")
     p.add_argument("--hf-config", help="a model's config.json (or its folder)")
-    p.add_argument("--part", help="text, vision, or the key path of a nested config (audio_config, ...)")
+    p.add_argument("--part", help="text, vision, or the key path of a nested config (audio_config, ...); "
+                                  "default: text when the config has a decoder")
     p.add_argument("--layer-type", help="decoders with a rotary per layer type (Gemma 3): full_attention, sliding_attention, ...")
 
 
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+_KEYWORDS = re.compile(r"\b(form|opset|dtype|table_length|layer_type|part|fused|providers)=('?)([\w.,-]*)\2")
+
+
+def _cli_words(message: str) -> str:
+    """A library message in the words of the command line: form='decomposed' -> --form decomposed."""
+    def option(m):
+        flag = "--" + m[1].replace("_", "-")
+        if m[1] == "fused" and m[3] == "False":
+            return "--no-fused"
+        return f"{flag} {m[3]}".rstrip()
+    return _KEYWORDS.sub(option, message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _shape(text: str) -> tuple[str, int, int]:
+    parts = text.split(":")
+    if len(parts) != 3 or not parts[0]:
+        raise argparse.ArgumentTypeError(f"expected LABEL:BATCH:SEQUENCE such as prefill:1:2048, got {text!r}")
+    return parts[0], _positive_int(parts[1]), _positive_int(parts[2])
+
+
+def _lengths(text: str) -> tuple[int, ...]:
+    return tuple(_positive_int(t) for t in text.split(",") if t.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .export.forms import FORMS
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(prog="rope-export", description="Export rotary position embeddings to ONNX and prove parity.")
+    parser.add_argument("--version", action="version", version=f"rope-export {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("presets", help="list the built-in model presets")
-    p.add_argument("-v", "--verbose", action="store_true")
+    def command(name, **kw):  # every option's help shows its default
+        return sub.add_parser(name, formatter_class=_HelpWithDefaults, **kw)
+
+    p = command("presets", help="list the built-in model presets")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print each spec and its source")
+    p.add_argument("--json", action="store_true", help="print them as JSON")
     p.set_defaults(func=cmd_presets)
 
-    p = sub.add_parser("export", help="write the rotary graph of a preset or config.json")
+    p = command("export", help="write the rotary graph of a preset or config.json")
     _add_spec_args(p)
-    p.add_argument("--out", default="rope.onnx", help="output file (default rope.onnx)")
-    p.add_argument("--opset", type=int, default=23)
-    p.add_argument("--form", default="auto", choices=FORMS)
-    p.add_argument("--table-length", type=int, help="form table: rows of the cos/sin table (default max_position_embeddings)")
-    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
-    p.add_argument("--num-q-heads", type=int, default=4)
-    p.add_argument("--num-kv-heads", type=int, default=2)
+    p.add_argument("--out", default="rope.onnx", help="output file")
+    p.add_argument("--opset", type=_positive_int, default=23, help="ONNX opset (17..; fused, table and plugin need 23)")
+    p.add_argument("--form", default="auto", choices=FORM_NAMES, help="graph form (README: Forms)")
+    p.add_argument("--table-length", type=_positive_int, help="form table: rows of the cos/sin table (default max_position_embeddings)")
+    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="q/k dtype (angles stay float32)")
+    p.add_argument("--num-q-heads", type=_positive_int, default=4, help="query heads in the graph")
+    p.add_argument("--num-kv-heads", type=_positive_int, default=2, help="key heads in the graph")
     p.add_argument("--validate", action="store_true", help="validate the file on onnxruntime CPU afterwards")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("validate", help="run an exported graph on onnxruntime and compare with torch")
-    p.add_argument("onnx")
+    p = command("validate", help="run an exported graph on onnxruntime and compare with torch")
+    p.add_argument("onnx", help="the graph to check")
     _add_spec_args(p, default_note=False)
-    p.add_argument("--providers", default=",".join(DEFAULT_PROVIDERS),
-                   help=f"comma list: tensorrt,cuda,cpu (default {','.join(DEFAULT_PROVIDERS)})")
+    p.add_argument("--providers", default=",".join(DEFAULT_PROVIDERS), help="comma list: tensorrt,cuda,cpu")
     p.add_argument("--allow-missing", action="store_true", help="an unavailable provider is reported, not failed")
     p.add_argument("--engine", help="also run this TensorRT engine (rope-export build-engine) and compare it")
     p.add_argument("--seed", type=int, help="fixed input seed (default: fresh each run, printed)")
     p.add_argument("--json", help="write the full report here")
-    p.add_argument("--rtol", type=float)
-    p.add_argument("--atol", type=float)
+    p.add_argument("--rtol", type=float, help="override the dtype's relative tolerance (README: Validate)")
+    p.add_argument("--atol", type=float, help="override the dtype's absolute tolerance")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("build-engine", help="build a TensorRT engine (needs TensorRT's builder)")
-    p.add_argument("onnx")
+    p = command("build-engine", help="build a TensorRT engine (needs TensorRT's builder)")
+    p.add_argument("onnx", help="an exported graph")
     p.add_argument("--out", required=True, help="engine file (.plan)")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="assert the graph is float16 (engines are strongly typed)")
     precision.add_argument("--bf16", action="store_true", help="assert the graph is bfloat16")
     p.add_argument("--plugin", action="store_true", help="register the fused MultiAxisRotary plugin before parsing")
-    p.add_argument("--batch", type=int, nargs=3, default=(1, 1, 8), metavar=("MIN", "OPT", "MAX"))
-    p.add_argument("--sequence", type=int, nargs=3, default=(1, 2048, 8192), metavar=("MIN", "OPT", "MAX"))
+    p.add_argument("--batch", type=_positive_int, nargs=3, default=(1, 1, 8), metavar=("MIN", "OPT", "MAX"),
+                   help="batch profile")
+    p.add_argument("--sequence", type=_positive_int, nargs=3, default=(1, 2048, 8192), metavar=("MIN", "OPT", "MAX"),
+                   help="sequence profile")
     p.add_argument("--timing-cache", help="read and update this timing cache file")
     p.set_defaults(func=cmd_build_engine)
 
-    p = sub.add_parser("bench", help="time every backend against a copy of the same bytes")
-    p.add_argument("--preset", default="llama-3.1-8b")
-    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
-    p.add_argument("--shape", action="append", metavar="LABEL:B:S",
+    p = command("bench", help="time every backend against a copy of the same bytes")
+    p.add_argument("--preset", default="llama-3.1-8b", help="the preset to time")
+    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="q/k dtype")
+    p.add_argument("--shape", action="append", type=_shape, metavar="LABEL:B:S",
                    help="e.g. prefill:1:2048 (repeatable; default prefill 2048 and 8192, decode 64x1)")
-    p.add_argument("--repeat", type=int, default=30, help="timed runs per backend (median reported)")
-    p.add_argument("--threads", type=int, help="torch and onnxruntime intra-op threads")
+    p.add_argument("--repeat", type=_positive_int, default=30, help="timed runs per backend (median reported)")
+    p.add_argument("--threads", type=_positive_int, help="torch and onnxruntime intra-op threads (default: theirs)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-    p.add_argument("--json", help="write all rows here")
-    p.add_argument("--plot", help="also time prefill at 256..8192 tokens and draw time vs length (PNG)")
+    p.add_argument("--json", help="write all rows here (after the length sweep, if any)")
+    p.add_argument("--plot", help="also time prefill at --lengths tokens and draw time vs length (PNG)")
+    p.add_argument("--lengths", type=_lengths, default=(256, 1024, 2048, 4096, 8192), help="the --plot sweep, comma list")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("export-hf", help="export a small random transformers model of a config, patched, and validate it")
-    p.add_argument("--config", required=True, help="a model's config.json")
-    p.add_argument("--part", choices=("text", "vision"), default="text")
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--out", required=True)
-    p.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo")
-    p.add_argument("--opset", type=int, default=23)
+    p = command("export-hf", help="export a small random transformers model of a config, patched, and validate it")
+    p.add_argument("--hf-config", "--config", dest="config", help="a model's config.json")
+    p.add_argument("--preset", help="a preset's config instead of --hf-config")
+    p.add_argument("--part", choices=("text", "vision"), default="text", help="decoder or vision encoder")
+    p.add_argument("--layers", type=_positive_int, default=2, help="layers of the random model")
+    p.add_argument("--out", required=True, help="output file")
+    p.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo", help="torch exporter")
+    p.add_argument("--opset", type=_positive_int, default=23, help="ONNX opset")
     p.add_argument("--no-fused", action="store_true", help="plain elementwise rotary (opsets below 23)")
     p.add_argument("--full-width", action="store_true", help="keep the config's widths (default: at most 4 heads, vocab 512)")
     p.add_argument("--no-compare", action="store_true", help="skip exporting the unpatched model for the node count")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="weights and inputs seed")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_export_hf)
 
-    p = sub.add_parser("plot", help="draw a spec: axes of the pairs, their speeds, the dims they touch")
+    p = command("plot", help="draw a spec: axes of the pairs, their speeds, the dims they touch")
     _add_spec_args(p)
-    p.add_argument("--out", default="rope_spec.png")
+    p.add_argument("--out", default="rope_spec.png", help="output PNG")
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("inspect", help="print an exported graph's spec, inputs, outputs and op histogram")
-    p.add_argument("onnx")
+    p = command("inspect", help="print an exported graph's spec, inputs, outputs and op histogram")
+    p.add_argument("onnx", help="an ONNX file")
     p.add_argument("-v", "--verbose", action="store_true", help="also print the full spec JSON")
+    p.add_argument("--json", action="store_true", help="print everything as JSON")
     p.set_defaults(func=cmd_inspect)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except BrokenPipeError:  # output piped into head & co.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print("rope-export: interrupted", file=sys.stderr)
+        return 130
+    guard = sys.stdout = PipeSafeStdout(sys.stdout) if not isinstance(sys.stdout, PipeSafeStdout) else sys.stdout
+    try:
+        return args.func(args)  # a closed pipe drops the output, never the exit status
+    except KeyboardInterrupt:
+        print(f"rope-export {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (UsageError, ValueError, OSError, RuntimeError) as exc:
-        print(f"rope-export {args.command}: error: {exc}", file=sys.stderr)
+        print(f"rope-export {args.command}: error: {_cli_words(str(exc))}", file=sys.stderr)
         return 2
+    finally:
+        guard.flush()
 
 
 if __name__ == "__main__":

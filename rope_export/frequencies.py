@@ -22,58 +22,17 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, NamedTuple, Sequence, Union
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
-import numpy as np
 import torch
 
+from .length_rules import DynamicNTK, LengthRule, LongRopeSwitch
+
 __all__ = ["default_inv_freq", "linear_inv_freq", "dynamic_ntk_inv_freq", "yarn_inv_freq", "llama3_inv_freq",
-           "longrope_inv_freq", "proportional_inv_freq", "axial_inv_freq", "float32_tuple", "DynamicNTK",
-           "LongRopeSwitch", "LengthRule", "Frequencies", "ROPE_TYPES"]
+           "longrope_inv_freq", "proportional_inv_freq", "axial_inv_freq", "Frequencies", "ROPE_TYPES"]
 
 
-def float32_tuple(values: Sequence[float], name: str) -> tuple[float, ...]:
-    """``values`` rounded to float32, held as Python floats (so JSON round-trips bit for bit).
 
-    Raises ValueError naming ``name`` for a non-finite or negative entry.
-    """
-    arr = np.asarray([float(v) for v in values], dtype=np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: every entry must be finite")
-    if np.any(arr < 0):
-        raise ValueError(f"{name}: frequencies must be >= 0")
-    return tuple(float(v) for v in arr.astype(np.float32))
-
-
-@dataclass(frozen=True)
-class DynamicNTK:
-    """Dynamic NTK scaling: inv_freq depends on the run-time length ``L = max(position) + 1``.
-
-    For ``L <= max_position_embeddings`` the spec's static ``inv_freq`` applies; past it the
-    base grows (see `dynamic_ntk_inv_freq`). Computed inside the graph.
-    """
-
-    theta: float
-    factor: float
-    max_position_embeddings: int
-    kind: str = field(default="dynamic", init=False)
-
-
-@dataclass(frozen=True)
-class LongRopeSwitch:
-    """LongRoPE: ``long_inv_freq`` replaces ``inv_freq`` when ``max(position) + 1`` exceeds
-    ``original_max_position_embeddings`` (the same switch as the Phi-3 reference code)."""
-
-    original_max_position_embeddings: int
-    long_inv_freq: tuple[float, ...]
-    kind: str = field(default="longrope", init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "long_inv_freq", float32_tuple(self.long_inv_freq, "long_inv_freq"))
-
-
-LengthRule = Union[DynamicNTK, LongRopeSwitch]
 
 
 def _exponents(dim: int, stop: int | None = None) -> torch.Tensor:

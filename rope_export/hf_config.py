@@ -16,10 +16,12 @@ from . import frequencies as F
 from .architectures import (DEFAULT_MROPE_SECTION, HEAD_DIM_KEY, INTERLEAVED_MROPE, INTERLEAVED_TEXT, REFUSED_TEXT, VERIFIED_TEXT,
                             VISION_FAMILIES)
 from .axes import axial_axes, mrope_axes
+from .values import positive_int, positive_number
 
 __all__ = ["load_config", "select_part", "spec_fields", "head_dim_of", "layer_types_of", "ROPE_TYPE_NAMES"]
 
 ROPE_TYPE_NAMES = tuple(F.ROPE_TYPES)
+MAX_CONFIG_BYTES = 16 << 20
 _ALIASES = {"su": "longrope", "mrope": "default", None: "default"}
 
 
@@ -30,15 +32,22 @@ def load_config(cfg: Mapping[str, Any] | str | os.PathLike) -> dict:
     path = os.fspath(cfg)
     if os.path.isdir(path):
         path = os.path.join(path, "config.json")
+    if not os.path.exists(path):
+        raise ValueError(f"config: no such file {path!r}")
+    if not os.path.isfile(path):  # /dev/zero, a FIFO: nothing a config.json is, and it may never end
+        raise ValueError(f"config: {path!r} is not a regular file")
+    if os.path.getsize(path) > MAX_CONFIG_BYTES:
+        raise ValueError(f"config: {path!r} is larger than {MAX_CONFIG_BYTES >> 20} MiB; a config.json is a few KB")
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
-    except FileNotFoundError:
-        raise ValueError(f"config: no such file {path!r}") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"config: {path!r} is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ValueError(f"config: {path!r} must hold a JSON object")
+    if "rope_export_preset" in data or ("config" in data and "source" in data and isinstance(data["config"], dict)):
+        raise ValueError(f"config: {path!r} is a rope_export preset file, not a model config; use --preset NAME, "
+                         "or pass its \"config\" object (the model's own config.json is at its \"source\")")
     return data
 
 
@@ -112,7 +121,7 @@ def _layer_params(cfg: Mapping[str, Any], layer_type: str | None) -> dict:
         return dict(cfg)
     if layer_type is None:
         raise ValueError(f"this config has a different rotary per layer type ({', '.join(types)}): "
-                         "pass layer_type= (--layer-type) and export one graph per type")
+                         "pass layer_type= and export one graph per type")
     if layer_type not in types:
         raise ValueError(f"layer_type {layer_type!r} is not one of this config's layer types ({', '.join(types)})")
     flat = {k: v for k, v in cfg.items() if k not in ("rope_parameters", "rope_scaling")}
@@ -147,18 +156,54 @@ def _layer_head_dims(cfg: Mapping[str, Any], layer_type: str) -> set:
     return dims
 
 
+# Numeric rope fields and what they must be: a number > 0, >= 0, an int > 0, or a list of numbers.
+_POSITIVE = ("rope_theta", "factor", "low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow", "alpha",
+             "attention_factor")
+_NON_NEGATIVE = ("mscale", "mscale_all_dim")
+_POSITIVE_INT = ("original_max_position_embeddings",)
+_NUMBER_LISTS = ("short_factor", "long_factor")
+
+
+def _check_numbers(params: Mapping[str, Any], where: str) -> None:
+    for key in _POSITIVE:
+        if params.get(key) is not None:
+            positive_number(params[key], f"{where}.{key}")
+    for key in _NON_NEGATIVE:
+        value = params.get(key)
+        if value is not None and value != 0:
+            positive_number(value, f"{where}.{key}")
+    for key in _POSITIVE_INT:
+        if params.get(key) is not None:
+            positive_int(params[key], f"{where}.{key}")
+    for key in _NUMBER_LISTS:
+        if params.get(key) is not None:
+            if not isinstance(params[key], list):
+                raise ValueError(f"{where}.{key} must be a list of numbers, got {type(params[key]).__name__}")
+            for v in params[key]:
+                positive_number(v, f"{where}.{key}[]")
+    section = params.get("mrope_section")
+    if section is not None and (not isinstance(section, list) or
+                                any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in section)):
+        raise ValueError(f"{where}.mrope_section must be a list of non-negative ints, got {section!r}")
+
+
 def _rope_params(cfg: Mapping[str, Any]) -> dict:
     """Merge new-style ``rope_parameters`` and old-style ``rope_scaling`` + top-level keys."""
     params: dict = {}
     for key in ("rope_scaling", "rope_parameters"):
         value = cfg.get(key)
+        if value is not None and not isinstance(value, Mapping):
+            raise ValueError(f"{key} must be an object (or null), got {type(value).__name__}")
         if isinstance(value, Mapping):
             params.update(value)
+    _check_numbers(params, "rope_scaling")
     theta = params.get("rope_theta", cfg.get("rope_theta", cfg.get("rotary_emb_base")))
-    params["rope_theta"] = float(theta) if theta is not None else 10000.0
+    params["rope_theta"] = positive_number(theta, "rope_theta") if theta is not None else 10000.0
     prf = params.get("partial_rotary_factor", cfg.get("partial_rotary_factor", cfg.get("rotary_pct")))
     if prf is not None:
-        params["partial_rotary_factor"] = float(prf)
+        params["partial_rotary_factor"] = positive_number(prf, "partial_rotary_factor")
+        if params["partial_rotary_factor"] > 1:
+            raise ValueError(f"partial_rotary_factor must be in (0, 1], got {prf!r}")
     raw_type = params.get("rope_type", params.get("type"))
     if cfg.get("model_type") == "phi3" and raw_type == "yarn":
         raw_type = "longrope"  # Phi-3's reference code reads its legacy "yarn" label as LongRoPE
@@ -173,12 +218,12 @@ def _rope_params(cfg: Mapping[str, Any]) -> dict:
 def head_dim_of(cfg: Mapping[str, Any], width_keys=("hidden_size", "n_embd"), head_keys=("num_attention_heads", "n_head")) -> int:
     """``head_dim`` of a (sub-)config, or the attention width over the head count."""
     if cfg.get("head_dim"):
-        return int(cfg["head_dim"])
-    width = next((cfg[k] for k in width_keys if cfg.get(k)), None)
-    heads = next((cfg[k] for k in head_keys if cfg.get(k)), None)
-    if width is None or heads is None:
+        return positive_int(cfg["head_dim"], "head_dim")
+    width_key = next((k for k in width_keys if cfg.get(k)), None)
+    head_key = next((k for k in head_keys if cfg.get(k)), None)
+    if width_key is None or head_key is None:
         raise ValueError(f"config: head_dim is missing and cannot be derived ({'/'.join(width_keys)} and {'/'.join(head_keys)} needed)")
-    return int(width) // int(heads)
+    return positive_int(cfg[width_key], width_key) // positive_int(cfg[head_key], head_key)
 
 
 def spec_fields(cfg: Mapping[str, Any] | str | os.PathLike, part: str | None = None, layer_type: str | None = None,
@@ -235,10 +280,12 @@ def _text_fields(cfg: dict) -> dict:
     head_dim = head_dim_of(cfg)
     prf = params.get("partial_rotary_factor")
     if "rotary_dim" in cfg and cfg["rotary_dim"] is not None:  # GPT-J / CodeGen
-        dim = int(cfg["rotary_dim"])
+        dim = positive_int(cfg["rotary_dim"], "rotary_dim")
     else:
         dim = int(head_dim * prf) if prf is not None else head_dim
     max_pos = cfg.get("max_position_embeddings", cfg.get("n_positions"))
+    if max_pos is not None:
+        max_pos = positive_int(max_pos, "max_position_embeddings")
     if rope_type == "longrope" and cfg.get("original_max_position_embeddings"):
         # Phi-3 keeps original_max_position_embeddings at top level; the reference prefers it there.
         params["original_max_position_embeddings"] = int(cfg["original_max_position_embeddings"])

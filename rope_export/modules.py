@@ -81,7 +81,8 @@ class RotaryEmbedding(nn.Module):
         q: ``[B, Hq, S, D]``, k: ``[B, Hk, S, D]`` (GQA allowed), same dtype
         (float32 / float16 / bfloat16).
         position_ids: int64 (or int32) ``[B, S]`` for a one-axis spec, ``[A, B, S]`` for an
-        A-axis spec (M-RoPE t/h/w, 2D row/column). Taken as given.
+        A-axis spec (M-RoPE t/h/w, 2D row/column). Taken as given; a batch of 1 is shared by
+        every row of q and k, any other batch must equal theirs.
         Returns ``(q_rot, k_rot)`` with the input shapes and dtype.
     """
 
@@ -117,6 +118,31 @@ class RotaryEmbedding(nn.Module):
                 f"(text-only tokens: position_ids.expand({axes}, -1, -1))"
             )
 
+    def _check_inputs(self, q: torch.Tensor, k: torch.Tensor, position_ids: torch.Tensor) -> None:
+        for label, t in (("q", q), ("k", k)):
+            if not isinstance(t, torch.Tensor) or t.dim() != 4:
+                raise ValueError(f"{label} must be a [B, H, S, D] tensor, got {getattr(t, 'shape', type(t).__name__)}")
+            if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+                raise ValueError(f"{label} must be float32, float16 or bfloat16, got {t.dtype}")
+        if q.dtype != k.dtype:
+            raise ValueError(f"q and k must share a dtype, got {q.dtype} and {k.dtype}")
+        if q.shape[-1] != self.spec.head_dim or k.shape[-1] != self.spec.head_dim:
+            raise ValueError(
+                f"q/k head_dim mismatch: q has {q.shape[-1]}, k has {k.shape[-1]}, spec.head_dim is {self.spec.head_dim}"
+            )
+        self._check_positions(position_ids)
+        if torch.compiler.is_exporting():
+            return  # the exporter's dynamic dims carry these constraints; a Python branch would specialise them
+        batch, seq = q.shape[0], q.shape[2]
+        if k.shape[0] != batch or k.shape[2] != seq:
+            raise ValueError(f"q [B={batch}, S={seq}] and k [B={k.shape[0]}, S={k.shape[2]}] disagree on batch or sequence")
+        pos_batch, pos_seq = position_ids.shape[-2], position_ids.shape[-1]
+        if pos_seq != seq:
+            raise ValueError(f"position_ids give {pos_seq} positions per row, q and k have S={seq} tokens")
+        if pos_batch not in (batch, 1):
+            raise ValueError(f"position_ids have batch {pos_batch}, q and k {batch} (batch 1 positions are shared by "
+                             "every row; any other batch must match)")
+
     # ---------------------------------------------------------------- maths
     def inv_freq_at(self, position_ids: torch.Tensor) -> torch.Tensor:
         """The float32 ``[P]`` inverse frequencies in force for these positions.
@@ -127,6 +153,8 @@ class RotaryEmbedding(nn.Module):
         rule = self.spec.length_rule
         if rule is None:
             return self.inv_freq
+        if position_ids.numel() == 0 and not torch.compiler.is_exporting():
+            return self.inv_freq  # no token, no length: max() of nothing is undefined
         last = position_ids.max().to(torch.int64)
         if isinstance(rule, DynamicNTK):
             grown = F.dynamic_ntk_inv_freq(rule.theta, self.spec.rotary_dim, rule.factor, rule.max_position_embeddings, last + 1)
@@ -153,13 +181,7 @@ class RotaryEmbedding(nn.Module):
         return cos, sin
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        for label, t in (("q", q), ("k", k)):
-            if t.dim() != 4:
-                raise ValueError(f"{label} must be [B, H, S, D], got rank {t.dim()}")
-        if q.shape[-1] != self.spec.head_dim or k.shape[-1] != self.spec.head_dim:
-            raise ValueError(
-                f"q/k head_dim mismatch: q has {q.shape[-1]}, k has {k.shape[-1]}, spec.head_dim is {self.spec.head_dim}"
-            )
+        self._check_inputs(q, k, position_ids)
         if self.backend == "triton":
             return self._forward_triton(q, k, position_ids)
         cos, sin = self.cos_sin(position_ids)
@@ -171,10 +193,9 @@ class RotaryEmbedding(nn.Module):
         reason = triton_available(q.device)
         if reason:
             raise ValueError(f"backend='triton': {reason}")
-        self._check_positions(position_ids)
-        if q.dtype != k.dtype:
-            raise ValueError(f"q and k must share a dtype, got {q.dtype} and {k.dtype}")
         inv_freq = self.inv_freq_at(position_ids)
         pos = position_ids[None] if position_ids.dim() == 2 else position_ids
+        if pos.shape[1] != q.shape[0]:  # the kernel reads positions per row
+            pos = pos.expand(-1, q.shape[0], -1)
         return rotary_triton(q, k, pos, inv_freq, self.axis_of_pair, self.spec.layout == "interleaved",
                              self.spec.rotary_dim, self.spec.attention_scaling)

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 from importlib import resources
@@ -71,7 +72,9 @@ def _split(preset: str, part: str | None) -> tuple[str, str | None]:
     if suffix and part and suffix != part:
         raise ValueError(f"preset {preset!r} names part {suffix!r} but part={part!r} was given")
     if name not in _files():
-        raise ValueError(f"unknown preset {name!r}; known: {', '.join(list_presets())}")
+        close = difflib.get_close_matches(name, list(_files()), n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise ValueError(f"unknown preset {name!r}; {hint}known: {', '.join(list_presets())}")
     return name, (suffix or part)
 
 

@@ -30,7 +30,8 @@ import numpy as np
 
 from . import frequencies as F
 from .axes import axial_axes, mrope_axes
-from .frequencies import DynamicNTK, LengthRule, LongRopeSwitch
+from .length_rules import DynamicNTK, LengthRule, LongRopeSwitch
+from .values import float32_tuple
 
 __all__ = ["RopeSpec", "DynamicNTK", "LongRopeSwitch", "LAYOUTS"]
 
@@ -100,15 +101,24 @@ class RopeSpec:
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         pairs = self.rotary_dim // 2
-        set_("inv_freq", F.float32_tuple(self.inv_freq, "inv_freq"))
+        for key in ("inv_freq", "axis_of_pair"):
+            if not isinstance(getattr(self, key), (tuple, list)):
+                raise ValueError(f"{key} must be a sequence, got {type(getattr(self, key)).__name__}")
+        if not isinstance(self.name, str):
+            raise ValueError(f"name must be a string, got {type(self.name).__name__}")
+        set_("inv_freq", float32_tuple(self.inv_freq, "inv_freq"))
         if len(self.inv_freq) != pairs:
             raise ValueError(f"inv_freq has {len(self.inv_freq)} entries, expected rotary_dim // 2 = {pairs}")
+        if any(isinstance(a, bool) or not isinstance(a, (int, np.integer)) for a in self.axis_of_pair):
+            raise ValueError("axis_of_pair entries must be ints")
         axes = tuple(int(a) for a in self.axis_of_pair) if len(self.axis_of_pair) else (0,) * pairs
         if len(axes) != pairs:
             raise ValueError(f"axis_of_pair has {len(axes)} entries, expected rotary_dim // 2 = {pairs}")
         if any(a < 0 or a >= self.num_axes for a in axes):
             raise ValueError(f"axis_of_pair entries must lie in [0, num_axes={self.num_axes})")
         set_("axis_of_pair", axes)
+        if isinstance(self.attention_scaling, bool) or not isinstance(self.attention_scaling, (int, float, np.floating)):
+            raise ValueError(f"attention_scaling must be a number, got {type(self.attention_scaling).__name__}")
         scaling = float(self.attention_scaling)
         if not math.isfinite(scaling) or scaling <= 0:
             raise ValueError(f"attention_scaling must be finite and > 0, got {self.attention_scaling!r}")
@@ -121,7 +131,10 @@ class RopeSpec:
             raise ValueError(f"length_rule must be DynamicNTK, LongRopeSwitch or None, got {type(self.length_rule).__name__}")
         set_("scaling", _freeze(dict(self.scaling) if isinstance(self.scaling, Mapping) else _thaw(self.scaling) or {}))
         if self.max_position_embeddings is not None:
-            set_("max_position_embeddings", int(self.max_position_embeddings))
+            mpe = self.max_position_embeddings
+            if isinstance(mpe, bool) or not isinstance(mpe, (int, np.integer)) or mpe <= 0:
+                raise ValueError(f"max_position_embeddings must be a positive int, got {mpe!r}")
+            set_("max_position_embeddings", int(mpe))
 
     # ------------------------------------------------------------ properties
     @property
@@ -299,28 +312,42 @@ class RopeSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | str) -> "RopeSpec":
-        """Inverse of `to_dict` (also accepts the JSON text)."""
+        """Inverse of `to_dict` (also accepts the JSON text).
+
+        Raises:
+            ValueError: not JSON, not an object, unknown fields, or fields of the wrong type.
+        """
         if isinstance(data, str):
-            data = json.loads(data)
+            try:
+                data = json.loads(data)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"RopeSpec JSON: {exc}") from None
+        if not isinstance(data, Mapping):
+            raise ValueError(f"RopeSpec: expected an object of fields, got {type(data).__name__}")
         data = dict(data)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown RopeSpec fields: {sorted(unknown)}")
-        rule = data.get("length_rule")
-        if rule is not None:
-            rule = dict(rule)
-            kind = rule.pop("kind", None)
-            if kind == "dynamic":
-                data["length_rule"] = DynamicNTK(**rule)
-            elif kind == "longrope":
-                data["length_rule"] = LongRopeSwitch(**rule)
-            else:
-                raise ValueError(f"length_rule.kind must be 'dynamic' or 'longrope', got {kind!r}")
-        for key in ("inv_freq", "axis_of_pair"):
-            if key in data:
-                data[key] = tuple(data[key])
-        return cls(**data)
+        try:
+            rule = data.get("length_rule")
+            if rule is not None:
+                rule = dict(rule)
+                kind = rule.pop("kind", None)
+                if kind == "dynamic":
+                    data["length_rule"] = DynamicNTK(**rule)
+                elif kind == "longrope":
+                    data["length_rule"] = LongRopeSwitch(**rule)
+                else:
+                    raise ValueError(f"length_rule.kind must be 'dynamic' or 'longrope', got {kind!r}")
+            for key in ("inv_freq", "axis_of_pair"):
+                if key in data:
+                    if not isinstance(data[key], (list, tuple)):
+                        raise ValueError(f"{key} must be a list, got {type(data[key]).__name__}")
+                    data[key] = tuple(data[key])
+            return cls(**data)
+        except TypeError as exc:  # a field of the wrong type deep inside
+            raise ValueError(f"RopeSpec: a field has the wrong type ({exc})") from None
 
     def describe(self) -> str:
         """One human line: variant, axes, layout, scaling."""

@@ -191,14 +191,14 @@ def rows_to_json(rows: list[BenchRow], **meta) -> dict:
     return {**meta, "rows": [asdict(r) for r in rows]}
 
 
-def plot_scaling(preset: str, path: str, *, seqs=(256, 1024, 2048, 4096, 8192), **kw) -> str:
-    """Time vs sequence length per backend (batch 1), the copy floor drawn dashed."""
+def plot_scaling(rows: list[BenchRow], path: str, *, title: str) -> str:
+    """Time vs sequence length per backend from a length sweep's rows (batch 1), the copy floor
+    drawn dashed; ``title`` should say the machine, threads and provider."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = bench(preset, shapes=[("prefill", 1, s) for s in seqs], **kw)
     fig, ax = plt.subplots(figsize=(8, 5))
     for name in dict.fromkeys(r.backend for r in rows if r.ms is not None):
         pts = [(int(r.shape.split("S=")[1]), r.ms) for r in rows if r.backend == name and r.ms is not None]
@@ -206,7 +206,7 @@ def plot_scaling(preset: str, path: str, *, seqs=(256, 1024, 2048, 4096, 8192), 
         ax.plot(*zip(*pts), marker="o", label=name, **style)
     ax.set_xscale("log", base=2), ax.set_yscale("log")
     ax.set_xlabel("sequence length (batch 1)"), ax.set_ylabel("ms (median)")
-    ax.set_title(f"{preset}: rotary of q and k, {kw.get('dtype', 'float32')}", fontsize=10)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

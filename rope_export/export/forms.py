@@ -13,20 +13,32 @@
     "contrib"     onnxruntime only (opset >= 17): ``com.microsoft.RotaryEmbedding`` fed this
                   batch's per-token cos/sin table and each token's row index.
     "auto"        "decomposed" below opset 23; at 23+ "table" for one-axis specs without a
-                  length rule whose max_position_embeddings is known (measured as fast or
-                  faster on onnxruntime CPU: tools/table_vs_ingraph.py), else "fused".
+                  length rule whose max_position_embeddings is known and whose cos/sin table
+                  fits `TABLE_CAP_BYTES` (64 MiB; measured as fast or faster on onnxruntime
+                  CPU: tools/table_vs_ingraph.py), else "fused" (any position, no table).
 """
 
 from __future__ import annotations
 
+from .._util import FORM_NAMES
 from ..spec import RopeSpec
 
-__all__ = ["FORMS", "MIN_OPSET", "FUSED_OPSET", "resolve_form", "form_refusal", "forms_for"]
+__all__ = ["FORMS", "MIN_OPSET", "FUSED_OPSET", "TABLE_CAP_BYTES", "resolve_form", "form_refusal", "forms_for",
+           "table_bytes"]
 
-FORMS = ("auto", "fused", "decomposed", "contrib", "table", "plugin")
+FORMS = FORM_NAMES
 MIN_OPSET = 17
 FUSED_OPSET = 23  # the first opset with the standard RotaryEmbedding op
 _NEEDS_FUSED_OPSET = ("fused", "table", "plugin")
+# The largest cos/sin table "auto" embeds (Llama 3.1's 131072 x 64 float32 pairs); longer
+# contexts (Gemma 3, Llama 4: up to 10M positions) get the in-graph form.
+TABLE_CAP_BYTES = 64 << 20
+_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def table_bytes(spec: RopeSpec, length: int, dtype: str = "float32") -> int:
+    """Bytes of a table-form graph's cos and sin tables: ``length x P`` each."""
+    return 2 * int(length) * spec.num_pairs * _ITEMSIZE[dtype]
 
 
 def form_refusal(form: str, spec: RopeSpec) -> str | None:
@@ -43,7 +55,7 @@ def forms_for(spec: RopeSpec, opset: int = FUSED_OPSET) -> list[str]:
     return [f for f in FORMS[1:] if form_refusal(f, spec) is None and (opset >= FUSED_OPSET or f not in _NEEDS_FUSED_OPSET)]
 
 
-def resolve_form(form: str, opset: int, spec: RopeSpec | None = None) -> str:
+def resolve_form(form: str, opset: int, spec: RopeSpec | None = None, dtype: str = "float32") -> str:
     """The concrete form for ``form`` (see the module docstring for "auto").
 
     Raises:
@@ -57,7 +69,9 @@ def resolve_form(form: str, opset: int, spec: RopeSpec | None = None) -> str:
     if form == "auto":
         if opset < FUSED_OPSET:
             return "decomposed"
-        tableable = spec is not None and form_refusal("table", spec) is None and spec.max_position_embeddings
+        tableable = (spec is not None and form_refusal("table", spec) is None and spec.max_position_embeddings
+                     and table_bytes(spec, spec.max_position_embeddings, dtype if dtype in _ITEMSIZE else "float32")
+                     <= TABLE_CAP_BYTES)
         return "table" if tableable else "fused"
     if form in _NEEDS_FUSED_OPSET and opset < FUSED_OPSET:
         raise ValueError(f"form {form!r} needs opset >= {FUSED_OPSET} (RotaryEmbedding); got opset {opset}: use form='decomposed'")

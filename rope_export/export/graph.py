@@ -19,7 +19,7 @@ import os
 import torch
 from torch import nn
 
-from .._util import DTYPE_NAMES, atomic_write, quiet_exporter, torch_dtype
+from .._util import DTYPE_NAMES, atomic_write, check_output_path, quiet_exporter, torch_dtype
 from ..modules import RotaryEmbedding, apply_rotary
 from ..spec import RopeSpec
 from .forms import resolve_form
@@ -80,7 +80,7 @@ def build_onnx(spec: RopeSpec, *, opset: int = 23, form: str = "auto", dtype: st
     """The checked `onnx.ModelProto` for a spec (see `export_onnx`), not written anywhere."""
     import onnx
 
-    form = resolve_form(form, opset, spec)
+    form = resolve_form(form, opset, spec, dtype)
     if form == "table":
         table_length = table_length or spec.max_position_embeddings
         if not isinstance(table_length, int) or table_length <= 0:
@@ -161,11 +161,7 @@ def export_onnx(spec: RopeSpec, path: str | os.PathLike, *, opset: int = 23, for
         ValueError: bad opset/form/dtype/heads; OSError: the directory is not writable.
     """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise OSError(f"output directory does not exist: {directory}")
-    if not os.access(directory, os.W_OK):
-        raise OSError(f"output directory is not writable: {directory}")
+    check_output_path(path)  # before the export's work, not after
     model = build_onnx(spec, opset=opset, form=form, dtype=dtype, num_q_heads=num_q_heads, num_kv_heads=num_kv_heads,
                        table_length=table_length)
     atomic_write(path, model.SerializeToString(deterministic=True))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._util import atomic_write, error_line, quiet_exporter, silent_fds
+from .._util import atomic_write, check_output_path, error_line, quiet_exporter, silent_fds
 from ..architectures import TEXT_OF, VERIFIED_TEXT, VISION_CLASSES, VISION_OF, VISION_TYPES
 from ..export.forms import FUSED_OPSET
 from ..hf_config import head_dim_of, load_config, select_part
@@ -276,6 +276,7 @@ def export_hf(config, out, *, part: str = "text", layers: int = 2, exporter: str
     import onnx
 
     say = progress or (lambda msg: None)
+    check_output_path(out)
     say("building the model")
     model = tiny_model(config, part, layers, seed=seed, full_width=full_width)
     wrapper, args, names, axes = example_inputs(model, seed=seed)

@@ -78,6 +78,18 @@ class Patch:
     def __enter__(self):
         return self
 
+    def __deepcopy__(self, memo):
+        # copy.deepcopy of a patched model: the copy is patched too, through the same swapped
+        # functions, so it takes its own share of them; unpatching either leaves the other whole.
+        twin = Patch.__new__(Patch)
+        memo[id(self)] = twin
+        twin.model, twin.replaced = copy.deepcopy(self.model, memo), copy.deepcopy(self.replaced, memo)
+        twin._modules, twin._swaps, twin.active = copy.deepcopy(self._modules, memo), list(self._swaps), self.active
+        if twin.active:
+            for key in twin._swaps:
+                _SWAPS[key].users += 1
+        return twin
+
     def __exit__(self, *exc):
         self.unpatch()
         return False
@@ -122,6 +134,9 @@ def patch(model: nn.Module, *, fused: bool = True) -> Patch:
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if "_rope_export_patch" in model.__dict__ or any(isinstance(m, HFRotary) for m in model.modules()):
         raise ValueError(f"{type(model).__name__} is already patched by rope_export (unpatch it first)")
+    if "Rotary" in type(model).__name__:
+        raise ValueError(f"{type(model).__name__} is a rotary module: patch the model that holds it (the patch "
+                         "replaces the module inside its parent)")
     found, unsupported = [], []
     for name, module in model.named_modules():
         cls = type(module).__name__

@@ -20,9 +20,12 @@ from ..spec import RopeSpec
 from .cases import Case, make_cases
 from .compare import TOLERANCES, case_tolerance, compare, max_pair_norm_bound, reference_error_bound, unit_roundoff
 from .report import CaseResult, ValidationReport
-from .runners import DEFAULT_PROVIDERS, OnnxRuntimeRunner, ReferenceRunner, TensorRTEngineRunner, TorchRunner
+from .runners import DEFAULT_PROVIDERS, PROVIDERS, OnnxRuntimeRunner, ReferenceRunner, TensorRTEngineRunner, TorchRunner, numpy_dtype
 
-__all__ = ["validate", "reference_bound"]
+__all__ = ["validate", "reference_bound", "MAX_HEAD_DIM", "MAX_HEADS"]
+
+# Far above any model's (largest head_dim in transformers 5.23: 512; heads: 128).
+MAX_HEAD_DIM, MAX_HEADS = 4096, 1024
 
 
 def reference_bound(spec: RopeSpec, case: Case, dtype: str) -> float:
@@ -78,8 +81,12 @@ def validate(
         raise InputError(f"unknown rope_export.dtype metadata {info.dtype!r}")
     if not providers:
         raise InputError("providers: name at least one execution provider")
-    heads_q, heads_k = (info.inputs[n].dims[1] for n in ("q", "k"))
+    heads_q, heads_k = (info.inputs[n].dims[1] if len(info.inputs[n].dims) == 4 else None for n in ("q", "k"))
     heads_q, heads_k = (heads_q if isinstance(heads_q, int) else 4), (heads_k if isinstance(heads_k, int) else 2)
+    # Bound what the cases allocate before allocating it: a crafted file must not cost GBs.
+    if spec.head_dim > MAX_HEAD_DIM or max(heads_q, heads_k) > MAX_HEADS:
+        raise InputError(f"{path}: head_dim {spec.head_dim} and heads {heads_q}/{heads_k} exceed what validate runs "
+                         f"(head_dim <= {MAX_HEAD_DIM}, heads <= {MAX_HEADS})")
     seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
     tol = {**TOLERANCES[info.dtype], **(tolerances or {})}
     report = ValidationReport(path=path, spec=spec.to_dict(), dtype=info.dtype, form=info.form, seed=seed, tolerance=tol,
@@ -97,7 +104,10 @@ def validate(
         except InputError:
             raise
         except Exception as exc:  # noqa: BLE001 - a session that cannot load is a failed provider
-            report.results.append(CaseResult(provider, "(session)", None, "error", detail=f"{type(exc).__name__}: {exc}"))
+            detail = f"{type(exc).__name__}: {exc}"
+            if info.dtype == "bfloat16" and PROVIDERS.get(provider, provider) == PROVIDERS["cpu"]:
+                detail = "onnxruntime's CPU provider has no bfloat16 kernels for these ops; validate on CUDA"
+            report.results.append(CaseResult(provider, "(session)", None, "error", detail=detail))
             continue
         if runner.unavailable:
             report.results.append(CaseResult(provider, "(all)", runner.ran_on, "unavailable", detail=runner.unavailable))
@@ -119,6 +129,15 @@ def _check_case(runner, case: Case, spec: RopeSpec, dtype: str, tol: dict, expec
         return CaseResult(runner.name, case.name, runner.ran_on, "error", detail=f"{type(exc).__name__}: {exc}")
     if case.expect_error:
         return CaseResult(runner.name, case.name, runner.ran_on, "fail", detail="positions past the table were accepted")
+    # Shapes and dtypes before numbers: broadcasting would let a [1, B, H, S, D] output compare.
+    for label, g, w, x in zip(("q_rot", "k_rot"), got, expected, (case.q, case.k)):
+        if tuple(g.shape) != tuple(w.shape):
+            return CaseResult(runner.name, case.name, runner.ran_on, "fail",
+                              detail=f"{label} has shape {tuple(g.shape)}, expected {tuple(w.shape)}")
+        if g.dtype != numpy_dtype(x.dtype):
+            return CaseResult(runner.name, case.name, runner.ran_on, "fail",
+                              detail=f"{label} is {g.dtype}, expected {numpy_dtype(x.dtype)} (the input dtype)")
+    got = tuple(g.astype(np.float32) for g in got)
     tol_case = case_tolerance(spec, case.position_ids, tol)
     stats = [compare(g, w, tol_case) for g, w in zip(got, expected)]
     ref_err = max(float(np.abs(g.astype(np.float64) - e).max()) for g, e in zip(got, exact))

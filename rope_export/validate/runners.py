@@ -21,7 +21,7 @@ from ..spec import RopeSpec
 from .cases import Case
 
 __all__ = ["Runner", "TorchRunner", "ReferenceRunner", "OnnxRuntimeRunner", "TensorRTEngineRunner", "PROVIDERS",
-           "DEFAULT_PROVIDERS"]
+           "DEFAULT_PROVIDERS", "numpy_dtype"]
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -35,7 +35,8 @@ PROVIDERS = {
 
 
 class Runner(Protocol):
-    """One backend. ``run(case)`` returns ``(q_rot, k_rot)`` as float32 numpy arrays."""
+    """One backend. ``run(case)`` returns ``(q_rot, k_rot)`` as numpy arrays in the backend's own
+    dtype (the reference runners: float32 / float64)."""
 
     name: str  # the report's row label
     ran_on: str | None  # what actually ran, as the backend reports it
@@ -107,9 +108,11 @@ class OnnxRuntimeRunner:
         return self.session.run(None, feeds)
 
     def run(self, case: Case) -> tuple[np.ndarray, np.ndarray]:
+        """The outputs as the runtime returned them (shape and dtype unchanged: the comparator
+        checks them before any number)."""
         feeds = {"q": _to_numpy(case.q), "k": _to_numpy(case.k), "position_ids": case.position_ids.numpy()}
         q, k = self.session.run(["q_rot", "k_rot"], feeds)
-        return q.astype(np.float32), k.astype(np.float32)
+        return q, k
 
 
 class TensorRTEngineRunner:
@@ -148,7 +151,12 @@ class TensorRTEngineRunner:
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError("TensorRT execution failed")
         stream.synchronize()
-        return outs["q_rot"].float().cpu().numpy(), outs["k_rot"].float().cpu().numpy()
+        return tuple(_to_numpy(outs[n].cpu()) for n in ("q_rot", "k_rot"))
+
+
+def numpy_dtype(dtype: torch.dtype):
+    """The numpy dtype an activation dtype travels as (bfloat16: ml_dtypes')."""
+    return _to_numpy(torch.zeros(0, dtype=dtype)).dtype
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,50 @@
+"""Length rules: inverse frequencies that depend on the run-time length ``max(position) + 1``
+(dynamic NTK, LongRoPE). A spec with one computes its table inside the graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from .values import float32_tuple, positive_int, positive_number
+
+__all__ = ["DynamicNTK", "LongRopeSwitch", "LengthRule"]
+
+
+@dataclass(frozen=True)
+class DynamicNTK:
+    """Dynamic NTK scaling: inv_freq depends on the run-time length ``L = max(position) + 1``.
+
+    For ``L <= max_position_embeddings`` the spec's static ``inv_freq`` applies; past it the
+    base grows (see `frequencies.dynamic_ntk_inv_freq`). Computed inside the graph.
+    """
+
+    theta: float
+    factor: float
+    max_position_embeddings: int
+    kind: str = field(default="dynamic", init=False)
+
+    def __post_init__(self) -> None:
+        positive_number(self.theta, "theta")
+        positive_number(self.factor, "factor")
+        positive_int(self.max_position_embeddings, "max_position_embeddings")
+
+
+@dataclass(frozen=True)
+class LongRopeSwitch:
+    """LongRoPE: ``long_inv_freq`` replaces ``inv_freq`` when ``max(position) + 1`` exceeds
+    ``original_max_position_embeddings`` (the same switch as the Phi-3 reference code)."""
+
+    original_max_position_embeddings: int
+    long_inv_freq: tuple[float, ...]
+    kind: str = field(default="longrope", init=False)
+
+    def __post_init__(self) -> None:
+        positive_int(self.original_max_position_embeddings, "original_max_position_embeddings")
+        if not isinstance(self.long_inv_freq, (tuple, list)):
+            raise ValueError("long_inv_freq must be a sequence")
+        object.__setattr__(self, "long_inv_freq", float32_tuple(self.long_inv_freq, "long_inv_freq"))
+
+
+LengthRule = Union[DynamicNTK, LongRopeSwitch]

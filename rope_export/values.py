@@ -1,0 +1,41 @@
+"""Checked numbers shared by the spec and its rules: float32 tables and positive fields.
+
+    >>> float32_tuple([0.1], "inv_freq")
+    (0.10000000149011612,)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["float32_tuple", "positive_number", "positive_int"]
+
+
+def float32_tuple(values: Sequence[float], name: str) -> tuple[float, ...]:
+    """``values`` rounded to float32, held as Python floats (so JSON round-trips bit for bit).
+
+    Raises ValueError naming ``name`` for a non-finite or negative entry.
+    """
+    if any(isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) for v in values):
+        raise ValueError(f"{name}: every entry must be a number")
+    arr = np.asarray([float(v) for v in values], dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: every entry must be finite")
+    if np.any(arr < 0):
+        raise ValueError(f"{name}: frequencies must be >= 0")
+    return tuple(float(v) for v in arr.astype(np.float32))
+
+
+def positive_number(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
