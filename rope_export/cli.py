@@ -5,15 +5,13 @@ Exit codes: 0 success, 1 validation failed, 2 bad input (missing file, unknown p
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import sys
 
-from ._util import DEFAULT_PROVIDERS, DTYPE_NAMES, FORM_NAMES, PipeSafeStdout
-
-DEFAULT_PRESET = "qwen2-vl-7b"
+from ._util import DEFAULT_PROVIDERS, PipeSafeStdout
+from .cli_parser import DEFAULT_PRESET, build_parser
 
 
 class UsageError(Exception):
@@ -205,21 +203,6 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def _add_spec_args(p, default_note=True):
-    p.add_argument("--preset", help=f"a preset name (rope-export presets){'; default ' + DEFAULT_PRESET if default_note else ''}")
-    p.add_argument("--hf-config", help="a model's config.json (or its folder)")
-    p.add_argument("--part", help="text, vision, or the key path of a nested config (audio_config, ...); "
-                                  "default: text when the config has a decoder")
-    p.add_argument("--layer-type", help="decoders with a rotary per layer type (Gemma 3): full_attention, sliding_attention, ...")
-
-
-class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
-    def _get_help_string(self, action):
-        if action.default in (None, False) or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
 _KEYWORDS = re.compile(r"\b(form|opset|dtype|table_length|layer_type|part|fused|providers)=('?)([\w.,-]*)\2")
 
 
@@ -233,119 +216,8 @@ def _cli_words(message: str) -> str:
     return _KEYWORDS.sub(option, message)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _shape(text: str) -> tuple[str, int, int]:
-    parts = text.split(":")
-    if len(parts) != 3 or not parts[0]:
-        raise argparse.ArgumentTypeError(f"expected LABEL:BATCH:SEQUENCE such as prefill:1:2048, got {text!r}")
-    return parts[0], _positive_int(parts[1]), _positive_int(parts[2])
-
-
-def _lengths(text: str) -> tuple[int, ...]:
-    return tuple(_positive_int(t) for t in text.split(",") if t.strip())
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from ._version import __version__
-
-    parser = argparse.ArgumentParser(prog="rope-export", description="Export rotary position embeddings to ONNX and prove parity.")
-    parser.add_argument("--version", action="version", version=f"rope-export {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def command(name, **kw):  # every option's help shows its default
-        return sub.add_parser(name, formatter_class=_HelpWithDefaults, **kw)
-
-    p = command("presets", help="list the built-in model presets")
-    p.add_argument("-v", "--verbose", action="store_true", help="also print each spec and its source")
-    p.add_argument("--json", action="store_true", help="print them as JSON")
-    p.set_defaults(func=cmd_presets)
-
-    p = command("export", help="write the rotary graph of a preset or config.json")
-    _add_spec_args(p)
-    p.add_argument("--out", default="rope.onnx", help="output file")
-    p.add_argument("--opset", type=_positive_int, default=23, help="ONNX opset (17..; fused, table and plugin need 23)")
-    p.add_argument("--form", default="auto", choices=FORM_NAMES, help="graph form (README: Forms)")
-    p.add_argument("--table-length", type=_positive_int, help="form table: rows of the cos/sin table (default max_position_embeddings)")
-    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="q/k dtype (angles stay float32)")
-    p.add_argument("--num-q-heads", type=_positive_int, default=4, help="query heads in the graph")
-    p.add_argument("--num-kv-heads", type=_positive_int, default=2, help="key heads in the graph")
-    p.add_argument("--validate", action="store_true", help="validate the file on onnxruntime CPU afterwards")
-    p.set_defaults(func=cmd_export)
-
-    p = command("validate", help="run an exported graph on onnxruntime and compare with torch")
-    p.add_argument("onnx", help="the graph to check")
-    _add_spec_args(p, default_note=False)
-    p.add_argument("--providers", default=",".join(DEFAULT_PROVIDERS), help="comma list: tensorrt,cuda,cpu")
-    p.add_argument("--allow-missing", action="store_true", help="an unavailable provider is reported, not failed")
-    p.add_argument("--engine", help="also run this TensorRT engine (rope-export build-engine) and compare it")
-    p.add_argument("--seed", type=int, help="fixed input seed (default: fresh each run, printed)")
-    p.add_argument("--json", help="write the full report here")
-    p.add_argument("--rtol", type=float, help="override the dtype's relative tolerance (README: Validate)")
-    p.add_argument("--atol", type=float, help="override the dtype's absolute tolerance")
-    p.set_defaults(func=cmd_validate)
-
-    p = command("build-engine", help="build a TensorRT engine (needs TensorRT's builder)")
-    p.add_argument("onnx", help="an exported graph")
-    p.add_argument("--out", required=True, help="engine file (.plan)")
-    precision = p.add_mutually_exclusive_group()
-    precision.add_argument("--fp16", action="store_true", help="assert the graph is float16 (engines are strongly typed)")
-    precision.add_argument("--bf16", action="store_true", help="assert the graph is bfloat16")
-    p.add_argument("--plugin", action="store_true", help="register the fused MultiAxisRotary plugin before parsing")
-    p.add_argument("--batch", type=_positive_int, nargs=3, default=(1, 1, 8), metavar=("MIN", "OPT", "MAX"),
-                   help="batch profile")
-    p.add_argument("--sequence", type=_positive_int, nargs=3, default=(1, 2048, 8192), metavar=("MIN", "OPT", "MAX"),
-                   help="sequence profile")
-    p.add_argument("--timing-cache", help="read and update this timing cache file")
-    p.set_defaults(func=cmd_build_engine)
-
-    p = command("bench", help="time every backend against a copy of the same bytes")
-    p.add_argument("--preset", default="llama-3.1-8b", help="the preset to time")
-    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="q/k dtype")
-    p.add_argument("--shape", action="append", type=_shape, metavar="LABEL:B:S",
-                   help="e.g. prefill:1:2048 (repeatable; default prefill 2048 and 8192, decode 64x1)")
-    p.add_argument("--repeat", type=_positive_int, default=30, help="timed runs per backend (median reported)")
-    p.add_argument("--threads", type=_positive_int, help="torch and onnxruntime intra-op threads (default: theirs)")
-    p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-    p.add_argument("--json", help="write all rows here (after the length sweep, if any)")
-    p.add_argument("--plot", help="also time prefill at --lengths tokens and draw time vs length (PNG)")
-    p.add_argument("--lengths", type=_lengths, default=(256, 1024, 2048, 4096, 8192), help="the --plot sweep, comma list")
-    p.set_defaults(func=cmd_bench)
-
-    p = command("export-hf", help="export a small random transformers model of a config, patched, and validate it")
-    p.add_argument("--hf-config", "--config", dest="config", help="a model's config.json")
-    p.add_argument("--preset", help="a preset's config instead of --hf-config")
-    p.add_argument("--part", choices=("text", "vision"), default="text", help="decoder or vision encoder")
-    p.add_argument("--layers", type=_positive_int, default=2, help="layers of the random model")
-    p.add_argument("--out", required=True, help="output file")
-    p.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo", help="torch exporter")
-    p.add_argument("--opset", type=_positive_int, default=23, help="ONNX opset")
-    p.add_argument("--no-fused", action="store_true", help="plain elementwise rotary (opsets below 23)")
-    p.add_argument("--full-width", action="store_true", help="keep the config's widths (default: at most 4 heads, vocab 512)")
-    p.add_argument("--no-compare", action="store_true", help="skip exporting the unpatched model for the node count")
-    p.add_argument("--seed", type=int, default=0, help="weights and inputs seed")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=cmd_export_hf)
-
-    p = command("plot", help="draw a spec: axes of the pairs, their speeds, the dims they touch")
-    _add_spec_args(p)
-    p.add_argument("--out", default="rope_spec.png", help="output PNG")
-    p.set_defaults(func=cmd_plot)
-
-    p = command("inspect", help="print an exported graph's spec, inputs, outputs and op histogram")
-    p.add_argument("onnx", help="an ONNX file")
-    p.add_argument("-v", "--verbose", action="store_true", help="also print the full spec JSON")
-    p.add_argument("--json", action="store_true", help="print everything as JSON")
-    p.set_defaults(func=cmd_inspect)
-    return parser
+COMMANDS = {"presets": cmd_presets, "export": cmd_export, "validate": cmd_validate, "build-engine": cmd_build_engine,
+            "bench": cmd_bench, "export-hf": cmd_export_hf, "plot": cmd_plot, "inspect": cmd_inspect}
 
 
 def main(argv=None) -> int:
@@ -356,7 +228,7 @@ def main(argv=None) -> int:
         return 130
     guard = sys.stdout = PipeSafeStdout(sys.stdout) if not isinstance(sys.stdout, PipeSafeStdout) else sys.stdout
     try:
-        return args.func(args)  # a closed pipe drops the output, never the exit status
+        return COMMANDS[args.command](args)  # a closed pipe drops the output, never the exit status
     except KeyboardInterrupt:
         print(f"rope-export {args.command}: interrupted", file=sys.stderr)
         return 130

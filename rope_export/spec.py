@@ -31,27 +31,11 @@ import numpy as np
 from . import frequencies as F
 from .axes import axial_axes, mrope_axes
 from .length_rules import DynamicNTK, LengthRule, LongRopeSwitch
-from .values import float32_tuple
+from .values import float32_tuple, freeze, thaw
 
 __all__ = ["RopeSpec", "DynamicNTK", "LongRopeSwitch", "LAYOUTS"]
 
 LAYOUTS = ("half", "interleaved")
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, tuple) and all(isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in value) and value:
-        return {k: _thaw(v) for k, v in value}
-    if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True)
@@ -129,7 +113,7 @@ class RopeSpec:
             raise ValueError("length_rule (dynamic NTK / LongRoPE) is only supported for one-axis specs")
         if self.length_rule is not None and not isinstance(self.length_rule, (DynamicNTK, LongRopeSwitch)):
             raise ValueError(f"length_rule must be DynamicNTK, LongRopeSwitch or None, got {type(self.length_rule).__name__}")
-        set_("scaling", _freeze(dict(self.scaling) if isinstance(self.scaling, Mapping) else _thaw(self.scaling) or {}))
+        set_("scaling", freeze(dict(self.scaling) if isinstance(self.scaling, Mapping) else thaw(self.scaling) or {}))
         if self.max_position_embeddings is not None:
             mpe = self.max_position_embeddings
             if isinstance(mpe, bool) or not isinstance(mpe, (int, np.integer)) or mpe <= 0:
@@ -145,7 +129,7 @@ class RopeSpec:
     @property
     def scaling_dict(self) -> dict:
         """``scaling`` as a plain dict (rope_type and its parameters)."""
-        return _thaw(self.scaling) or {}
+        return thaw(self.scaling) or {}
 
     def position_shape(self, batch: int, seq: int) -> tuple[int, ...]:
         """The shape of ``position_ids`` for this spec: ``(B, S)`` with one axis, ``(A, B, S)`` with A."""
