@@ -137,9 +137,25 @@ def cmd_build_engine(args) -> int:
         raise UsageError(f"--{'fp16' if args.fp16 else 'bf16'} asked, but the graph is {graph_dtype}: engines are built "
                          f"strongly typed (angles stay float32), so export with --dtype {wanted} instead")
     profile = Profile(batch=tuple(args.batch), sequence=tuple(args.sequence))
-    path = build_engine(args.onnx, args.out, profile=profile, plugin=args.plugin, timing_cache=args.timing_cache)
-    print(f"wrote {path}")
+    build = build_engine(args.onnx, args.out, profile=profile, plugin=args.plugin, timing_cache=args.timing_cache,
+                         compute_capability=args.compute_capability)
+    print(f"wrote {args.out}: {build.tensorrt}, target {build.target}, {build.rotary_layers} ROTARY_EMBEDDING layers")
     return 0
+
+
+def cmd_check_trt(args) -> int:
+    from .tensorrt import INSTALL_HINT, tensorrt_unavailable
+
+    reason = tensorrt_unavailable()
+    if reason:
+        hint = "" if INSTALL_HINT in reason else f"\n  install: {INSTALL_HINT}"
+        print(f"rope-export check-trt: no TensorRT builder here: {reason}{hint}", file=sys.stderr)
+        return 2
+    from .tensorrt.check import check_graphs, format_checks
+
+    results = check_graphs(args.onnx, compute_capability=args.compute_capability, plugin=args.plugin)
+    print(json.dumps([r.to_dict() for r in results], indent=1) if args.json else format_checks(results))
+    return 0 if all(r.passed for r in results) else 1
 
 
 def cmd_export_hf(args) -> int:
@@ -217,6 +233,7 @@ def _cli_words(message: str) -> str:
 
 
 COMMANDS = {"presets": cmd_presets, "export": cmd_export, "validate": cmd_validate, "build-engine": cmd_build_engine,
+            "check-trt": cmd_check_trt,
             "bench": cmd_bench, "export-hf": cmd_export_hf, "plot": cmd_plot, "inspect": cmd_inspect}
 
 

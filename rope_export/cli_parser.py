@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequence", type=_positive_int, nargs=3, default=(1, 2048, 8192), metavar=("MIN", "OPT", "MAX"),
                    help="sequence profile")
     p.add_argument("--timing-cache", help="read and update this timing cache file")
+    p.add_argument("--compute-capability", help="TensorRT-RTX: the GPU to build for, SM80, SM86, SM89, SM120, ... or "
+                                                "current (needs a driver); default SM80")
+
+    p = command("check-trt", help="parse and build graphs with TensorRT; check the rotary became its native layer")
+    p.add_argument("onnx", nargs="+", help="exported graphs")
+    p.add_argument("--compute-capability", help="TensorRT-RTX: the GPU to build for (default SM80; works without a GPU)")
+    p.add_argument("--plugin", action="store_true", help="register the fused plugin first (plugin-form graphs)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
 
     p = command("bench", help="time every backend against a copy of the same bytes")
     p.add_argument("--preset", default="llama-3.1-8b", help="the preset to time")

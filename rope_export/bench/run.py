@@ -163,7 +163,8 @@ def bench(preset: str, *, shapes=DEFAULT_SHAPES, dtype: str = "float32", device:
         hf_ms = ms["HF-style torch eager"]
         for name, t in ms.items():
             rows.append(BenchRow(preset, shape, name, t, nbytes / t / 1e6, t / copy, hf_ms / t, notes.get(name, "")))
-        skipped = {"ours Triton kernel": triton_reason, "TensorRT": "no TensorRT builder on this machine"}
+        skipped = {"ours Triton kernel": triton_reason,
+                   "TensorRT": "not timed by this benchmark (engines: rope-export build-engine, then validate --engine on a GPU)"}
         if ort_reason:
             skipped["onnxruntime graphs"] = ort_reason
         for name, why in skipped.items():

@@ -1,13 +1,16 @@
-"""TensorRT glue: the fused ``MultiAxisRotary`` plugin and an engine builder.
+"""TensorRT: parse and build exported graphs (`engine`), the pipeline gate (`check`), and the
+fused ``MultiAxisRotary`` plugin (`plugin`, `kernel`).
 
-Everything here imports ``tensorrt`` lazily. Written against TensorRT 10's documented Python
-API (``tensorrt.plugin`` quick deployable plugins, TensorRT >= 10.7); not run on our machines,
-which have no TensorRT builder (PyPI serves only the bindings and lean runtime as real wheels).
+Either TensorRT family works: ``tensorrt`` (TensorRT >= 10.9 with its builder libraries, on a
+CUDA machine) or ``tensorrt_rtx`` (TensorRT-RTX, ``pip install "rope-export[trt]"``), whose
+ahead-of-time builder parses ONNX with the same onnx-tensorrt parser and builds engines without
+a GPU for a named compute capability. Everything here imports them lazily.
 """
 
 from __future__ import annotations
 
-INSTALL_HINT = 'pip install "rope-export[gpu]" (TensorRT >= 10.7 with its builder libraries, on a CUDA machine)'
+INSTALL_HINT = ('pip install "rope-export[trt]" (TensorRT-RTX: parses and builds without a GPU), or TensorRT >= 10.9 '
+                'with its builder libraries on a CUDA machine')
 
 # The plugin's inputs and attribute fields, in the order TensorRT passes them; the parser
 # consumes plugin_namespace, plugin_version and aot itself. export.plugin_form writes all of them.
@@ -17,14 +20,24 @@ PARSER_FIELDS = ("plugin_namespace", "plugin_version", "aot")
 
 
 def require_tensorrt():
-    """The ``tensorrt`` module, or RuntimeError saying what is missing and how to install it."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise RuntimeError(f"TensorRT is not importable ({exc}); install it with: {INSTALL_HINT}") from None
-    if not hasattr(trt, "Builder"):
-        raise RuntimeError(f"this tensorrt package has no builder (lean runtime only); install it with: {INSTALL_HINT}")
-    return trt
+    """The TensorRT module to build with: ``tensorrt`` when it has a builder, else
+    ``tensorrt_rtx``; RuntimeError saying what to install otherwise."""
+    reasons = []
+    for name in ("tensorrt", "tensorrt_rtx"):
+        try:
+            module = __import__(name)
+        except ImportError as exc:
+            reasons.append(f"{name}: {exc}")
+            continue
+        if hasattr(module, "Builder"):
+            return module
+        reasons.append(f"{name}: no builder (lean runtime only)")
+    raise RuntimeError(f"no TensorRT builder is importable ({'; '.join(reasons)}); install: {INSTALL_HINT}")
+
+
+def flavor(trt) -> str:
+    """"TensorRT 10.x" or "TensorRT-RTX 1.x": which family built or ran."""
+    return f"{'TensorRT-RTX' if trt.__name__.startswith('tensorrt_rtx') else 'TensorRT'} {trt.__version__}"
 
 
 def tensorrt_unavailable() -> str | None:

@@ -19,7 +19,7 @@ import triton.language as tl
 from ..kernels.triton_rope import rope_kernel
 
 __all__ = ["rope_plugin_kernel", "plugin_constants", "plugin_grid", "rope_plugin_launch", "compile_plugin_kernel",
-           "PLUGIN_BLOCK_S", "PLUGIN_HEADS_PER_PROG"]
+           "PLUGIN_BLOCK_S", "PLUGIN_HEADS_PER_PROG", "PTX_VERSION", "MIN_DRIVER"]
 
 
 @triton.jit
@@ -86,14 +86,22 @@ def rope_plugin_launch(x: torch.Tensor, position_ids: torch.Tensor, inv_freq: to
     return out
 
 
-def compile_plugin_kernel(x_dtype: torch.dtype, position_dtype: torch.dtype, constants: dict, target=None):
+# PTX ISA 8.4 (CUDA 12.4): what the AOT plugin's PTX declares, so the engine loads with any
+# driver >= 550 (Triton's default, ISA 9.4, would need the newest drivers).
+PTX_VERSION = 84
+MIN_DRIVER = "550 (CUDA 12.4)"
+
+
+def compile_plugin_kernel(x_dtype: torch.dtype, position_dtype: torch.dtype, constants: dict, target=None,
+                          ptx_version: int = PTX_VERSION):
     """Compile the plugin kernel to PTX for TensorRT's ahead-of-time plugin.
 
     Returns ``(kernel_name, ptx, num_warps, shared_bytes)``. ``target`` is a
     ``triton.backends.compiler.GPUTarget`` (default: the current CUDA device); PTX generation
-    itself needs no GPU. The entry takes exactly TensorRT's arguments (x, position_ids,
-    inv_freq, axis_of_pair, num_tokens, seq_len, out): Triton's own trailing scratch-buffer
-    parameters, unused here, are removed, since TensorRT passes nothing for them.
+    itself needs no GPU. ``ptx_version`` is the PTX ISA the text declares (84: drivers >= 550).
+    The entry takes exactly TensorRT's arguments (x, position_ids, inv_freq, axis_of_pair,
+    num_tokens, seq_len, out): Triton's own trailing scratch-buffer parameters, unused here,
+    are removed, since TensorRT passes nothing for them.
     """
     if target is None:
         target = triton.runtime.driver.active.get_current_target()
@@ -101,7 +109,7 @@ def compile_plugin_kernel(x_dtype: torch.dtype, position_dtype: torch.dtype, con
                  "inv_ptr": "*fp32", "axis_ptr": "*i32", "num_tokens": "i32", "seq_len": "i32",
                  "out_ptr": f"*{_TRITON_TYPES[x_dtype]}"}
     source = triton.compiler.ASTSource(fn=rope_plugin_kernel, signature=signature, constexprs=dict(constants))
-    compiled = triton.compile(source, target=target, options={"enable_fp_fusion": False})
+    compiled = triton.compile(source, target=target, options={"enable_fp_fusion": False, "ptx_version": ptx_version})
     meta = compiled.metadata
     if getattr(meta, "global_scratch_size", 0) or getattr(meta, "profile_scratch_size", 0):
         raise RuntimeError("the plugin kernel needs Triton scratch memory, which TensorRT's AOT launch cannot give")

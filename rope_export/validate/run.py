@@ -97,7 +97,7 @@ def validate(
     exact = {c.name: ref_runner.run(c) for c in case_list if not c.expect_error}
     factories = [(p, lambda p=p: OnnxRuntimeRunner(path, p)) for p in providers]
     if engine is not None:
-        factories.append(("tensorrt-engine", lambda: TensorRTEngineRunner(os.fspath(engine))))
+        factories.append(("tensorrt-engine", lambda: TensorRTEngineRunner(os.fspath(engine), plugin=info.form == "plugin")))
     for provider, factory in factories:
         try:
             runner = factory()

@@ -90,9 +90,16 @@ class OnnxRuntimeRunner:
         if self.requested not in ort.get_available_providers():
             self.unavailable = f"{self.requested} is not in this onnxruntime build ({ort.__version__}: {', '.join(ort.get_available_providers())})"
             return
+        if self.requested != PROVIDERS["cpu"] and hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()  # the CUDA/cuDNN libraries the pip wheels ship, before the session needs them
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if self.requested != PROVIDERS["cpu"]:
+            # Never place a node on the CPU behind our back when a GPU provider was asked for:
+            # the session fails to load instead, and the report says so.
+            options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         session = ort.InferenceSession(model, sess_options=options, providers=[self.requested])
+        session.disable_fallback()  # a failing run raises instead of retrying on other providers
         self.ran_on = session.get_providers()[0]
         if self.ran_on != self.requested:
             self.unavailable = f"asked for {self.requested}, onnxruntime fell back to {self.ran_on}"
@@ -116,28 +123,33 @@ class OnnxRuntimeRunner:
 
 
 class TensorRTEngineRunner:
-    """A serialized TensorRT engine (``rope-export build-engine``) run on CUDA tensors."""
+    """A serialized TensorRT engine (``rope-export build-engine``) run on CUDA tensors, by
+    whichever TensorRT family is installed (it must be the one that built it)."""
 
-    def __init__(self, plan_path: str):
+    def __init__(self, plan_path: str, plugin: bool = False):
+        from ..tensorrt import flavor, require_tensorrt
+
         self.name = "tensorrt-engine"
         self.ran_on: str | None = None
         self.unavailable = ""
-        try:
-            import tensorrt as trt
-        except ImportError as exc:
-            self.unavailable = f"TensorRT is not importable ({exc})"
-            return
-        if not torch.cuda.is_available():
-            self.unavailable = "a TensorRT engine needs a CUDA device"
-            return
         if not os.path.isfile(plan_path):
             raise InputError(f"no such engine file: {plan_path}")
+        try:
+            trt = require_tensorrt()
+        except RuntimeError as exc:
+            self.unavailable = str(exc)
+            return
+        if not torch.cuda.is_available():
+            self.unavailable = f"a TensorRT engine runs on a CUDA device; none here ({flavor(trt)} is installed)"
+            return
+        if plugin:
+            from ..tensorrt import plugin as _plugin  # noqa: F401 - a JIT plugin engine calls back into it
         with open(plan_path, "rb") as fh:
             self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(fh.read())
         if self.engine is None:
             raise InputError(f"{plan_path} is not a TensorRT engine for this TensorRT version and GPU")
         self.context = self.engine.create_execution_context()
-        self.ran_on = f"TensorRT {trt.__version__} on {torch.cuda.get_device_name()}"
+        self.ran_on = f"{flavor(trt)} on {torch.cuda.get_device_name()}"
 
     def run(self, case: Case) -> tuple[np.ndarray, np.ndarray]:
         feeds = {"q": case.q.cuda(), "k": case.k.cuda(), "position_ids": case.position_ids.cuda().contiguous()}
