@@ -57,8 +57,10 @@ def cmd_export(args) -> int:
     spec = _spec_from_args(args)
     path = export_onnx(spec, args.out, opset=args.opset, form=args.form, dtype=args.dtype,
                        num_q_heads=args.num_q_heads, num_kv_heads=args.num_kv_heads, table_length=args.table_length)
-    print(f"wrote {path}: {spec.describe()} (opset {args.opset}, form {args.form}, {args.dtype})")
-    print(read_graph(path).histogram())
+    info = read_graph(path)
+    print(f"wrote {path}: {spec.describe()} (opset {args.opset}, form {info.form}"
+          f"{' chosen by auto' if args.form == 'auto' else ''}, {args.dtype})")
+    print(info.histogram())
     if args.validate:
         return _validate(path, None, providers=DEFAULT_PROVIDERS)
     return 0
@@ -120,13 +122,19 @@ def _validate(path, spec, *, providers, seed=None, allow_missing=False, toleranc
     return 0 if report.passed else 1
 
 
-def cmd_build_engine(args) -> int:
+def _tensorrt_missing(command: str) -> bool:
+    """Say, once, that no TensorRT builder is here and what to install; True when missing."""
     from .tensorrt import INSTALL_HINT, tensorrt_unavailable
 
     reason = tensorrt_unavailable()
     if reason:
         hint = "" if INSTALL_HINT in reason else f"\n  install: {INSTALL_HINT}"
-        print(f"rope-export build-engine: TensorRT cannot build engines here: {reason}{hint}", file=sys.stderr)
+        print(f"rope-export {command}: no TensorRT builder here: {reason}{hint}", file=sys.stderr)
+    return reason is not None
+
+
+def cmd_build_engine(args) -> int:
+    if _tensorrt_missing("build-engine"):
         return 2
     from .export import read_graph
     from .tensorrt.engine import Profile, build_engine
@@ -144,12 +152,7 @@ def cmd_build_engine(args) -> int:
 
 
 def cmd_check_trt(args) -> int:
-    from .tensorrt import INSTALL_HINT, tensorrt_unavailable
-
-    reason = tensorrt_unavailable()
-    if reason:
-        hint = "" if INSTALL_HINT in reason else f"\n  install: {INSTALL_HINT}"
-        print(f"rope-export check-trt: no TensorRT builder here: {reason}{hint}", file=sys.stderr)
+    if _tensorrt_missing("check-trt"):
         return 2
     from .tensorrt.check import check_graphs, format_checks
 
@@ -194,6 +197,20 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def _heads(text: str):
+    """'model' -> None (the preset's own head counts); 'HQ+HK' -> (HQ, HK)."""
+    text = text.strip()
+    if text == "model":
+        return None
+    try:
+        hq, hk = (int(t) for t in text.split("+"))
+        if hq <= 0 or hk <= 0:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--heads: expected 'model' or HQ+HK such as 4+2, got {text!r}") from None
+    return hq, hk
+
+
 def cmd_bench(args) -> int:
     import platform
 
@@ -203,7 +220,8 @@ def cmd_bench(args) -> int:
     from .bench import bench, format_table, plot_scaling, rows_to_json
 
     kw = dict(dtype=args.dtype, repeat=args.repeat, threads=args.threads, compile=not args.no_compile, progress=stderr_progress)
-    rows = bench(args.preset, shapes=args.shape, **kw) if args.shape else bench(args.preset, **kw)
+    regimes = [_heads(h) for h in args.heads.split(",") if h.strip()]
+    rows = [r for heads in regimes for r in bench(args.preset, heads=heads, **({"shapes": args.shape} if args.shape else {}), **kw)]
     sweep = bench(args.preset, shapes=[("sweep", 1, n) for n in args.lengths], **kw) if args.plot else []
     clear_progress()
     print(format_table(rows + sweep))

@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="q/k dtype")
     p.add_argument("--shape", action="append", type=_shape, metavar="LABEL:B:S",
                    help="e.g. prefill:1:2048 (repeatable; default prefill 2048 and 8192, decode 64x1)")
+    p.add_argument("--heads", default="model,4+2",
+                   help="head regimes, comma list of 'model' (the preset's own) and HQ+HK (a shard's)")
     p.add_argument("--repeat", type=_positive_int, default=30, help="timed runs per backend (median reported)")
     p.add_argument("--threads", type=_positive_int, help="torch and onnxruntime intra-op threads (default: theirs)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")

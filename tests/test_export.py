@@ -221,10 +221,28 @@ def test_table_form_two_nodes_and_rejects_positions_past_the_table(tmp_path):
         assert compare(got, want.numpy(), TOLERANCES["float32"])["ok"]
     with pytest.raises(Exception, match="out of range"):
         _run(path, q, k, pos + 1000)
-    with pytest.raises(ValueError, match="one-axis spec without a length rule"):
-        rx.export_onnx(rx.load_preset("qwen2-vl-7b"), tmp_path / "x.onnx", form="table")
-    with pytest.raises(ValueError, match="one-axis spec without a length rule"):
+    with pytest.raises(ValueError, match="without a length rule"):
         rx.export_onnx(rx.load_preset("phi-3-mini-128k"), tmp_path / "x.onnx", form="table")
+
+
+@pytest.mark.parametrize("preset", ["qwen2-vl-7b", "qwen3-vl-8b", "pixtral-12b", "llama-4-scout"])
+def test_multi_axis_table_form_gathers_each_stream_without_sin_cos(tmp_path, preset):
+    """M-RoPE and 2D: one table per position stream, a Gather per stream, the pairs put back in
+    order (Qwen3-VL's interleaved sections, Llama 4's column-first halves), no Sin/Cos at run
+    time; equal to the module at unequal axes, and positions past the table are refused."""
+    spec = rx.load_preset(preset)
+    path = rx.export_onnx(spec, tmp_path / "t.onnx", form="table", table_length=3000)
+    ops = collections.Counter(n.op_type for n in onnx.load(path).graph.node)
+    assert ops["RotaryEmbedding"] == 2 and not {"Sin", "Cos"} & set(ops), ops
+    assert ops["Gather"] >= 2 * spec.num_axes, ops
+    for seed, (batch, seq) in enumerate([(1, 5), (2, 37)]):
+        q, k, pos = example_inputs(spec, batch=batch, seq=seq, high=3000, seed=seed)
+        assert not torch.equal(pos[0], pos[1])
+        for got, want in zip(_run(path, q, k, pos), rx.RotaryEmbedding(spec)(q, k, pos)):
+            assert compare(got, want.numpy(), TOLERANCES["float32"])["ok"], (preset, seed)
+    with pytest.raises(Exception, match="out of data bounds|out of range"):
+        _run(path, q, k, pos + 3000)
+    assert rx.validate(path, seed=4).passed
 
 
 def test_plugin_form_nodes_attributes_function_and_parity(tmp_path):
@@ -264,7 +282,9 @@ def test_auto_form_picks_table_where_it_applies():
 
     assert resolve_form("auto", 23, rx.load_preset("mistral-7b")) == "table"
     assert resolve_form("auto", 23, rx.load_preset("gpt-j-6b")) == "table"
-    assert resolve_form("auto", 23, rx.load_preset("qwen2-vl-7b")) == "fused"
+    assert resolve_form("auto", 23, rx.load_preset("qwen2-vl-7b")) == "table"  # M-RoPE text: tools/ort_forms.py
+    assert resolve_form("auto", 23, rx.load_preset("qwen3-vl-8b")) == "fused"  # 262144 rows: over the 64 MiB cap
+    assert resolve_form("auto", 23, rx.load_preset("qwen2-vl-7b:vision")) == "fused"  # positions with no known bound
     assert resolve_form("auto", 23, rx.load_preset("phi-3-mini-128k")) == "fused"  # length rule
     assert resolve_form("auto", 23, rx.RopeSpec.standard(64)) == "fused"  # no known context length
     assert resolve_form("auto", 22, rx.load_preset("mistral-7b")) == "decomposed"

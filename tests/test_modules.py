@@ -220,3 +220,17 @@ def test_spec_json_round_trip_and_hash(name, spec):
     assert rx.RopeSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.head_dim = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name,spec", all_specs(), ids=[n for n, _ in all_specs()])
+def test_eager_fast_path_is_bit_identical_to_the_plain_ops(name, spec, gen):
+    """Eager calls write into one buffer (no stack/cat); exporters and autograd take the plain
+    ops. Same products in the same order: the results must be equal, bit for bit."""
+    rope = rx.RotaryEmbedding(spec)
+    pos = random_positions(spec, 2, 7, 5000, gen)
+    cos, sin = rope.cos_sin(pos)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        x = torch.randn(2, 3, 7, spec.head_dim, generator=gen).to(dtype)
+        fast = rx.apply_rotary(x, cos, sin, spec.layout)
+        plain = rx.apply_rotary(x.float().requires_grad_(), cos, sin, spec.layout).detach().to(dtype)
+        assert fast.dtype == dtype and torch.equal(fast, plain), (name, dtype)

@@ -58,15 +58,17 @@ def _ort_session(path: str, threads: int | None):
 
 
 def bench(preset: str, *, shapes=DEFAULT_SHAPES, dtype: str = "float32", device: str | None = None,
+          heads: tuple[int, int] | None = None,
           repeat: int = 30, threads: int | None = None, compile: bool = True, onnx: bool = True,
           progress=None) -> list[BenchRow]:
-    """Time every backend for ``preset`` at ``shapes`` ((label, batch, seq), ...)."""
+    """Time every backend for ``preset`` at ``shapes`` ((label, batch, seq), ...), with the
+    model's own head counts or ``heads`` = (Hq, Hk) (a tensor-parallel shard's, say)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tdtype = torch_dtype(dtype)
     if threads:
         torch.set_num_threads(threads)
     spec = load_preset(preset)
-    hq, hk = heads_of(preset)
+    hq, hk = heads or heads_of(preset)
     timer = make_timer(device, repeat)
     ours = RotaryEmbedding(spec).to(device)
     hf = HFStyleRotary(spec).to(device)
@@ -101,7 +103,7 @@ def bench(preset: str, *, shapes=DEFAULT_SHAPES, dtype: str = "float32", device:
             ort_reason = f"onnxruntime missing ({exc})"
     rows: list[BenchRow] = []
     for label, batch, seq in shapes:
-        shape = f"{label} B={batch} S={seq}"
+        shape = f"{label} B={batch} S={seq} H={hq}+{hk}"
         nbytes = 2 * batch * (hq + hk) * seq * spec.head_dim * tdtype.itemsize
         copies = 3 if nbytes > 50e6 else 8
         g = torch.Generator().manual_seed(0)

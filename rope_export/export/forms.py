@@ -4,18 +4,22 @@
                   cos/sin [B, S, P] built in the graph from position_ids (the multi-axis
                   section split is one gather by axis_of_pair).
     "decomposed"  opset >= 17: plain elementwise ops (Slice/Mul/Sub/Add/Concat).
-    "table"       opset >= 23, one-axis specs without a length rule: ``RotaryEmbedding`` looking
-                  cos/sin up in a [table_length, P] table by position_ids (positions must be
-                  < table_length; onnxruntime rejects larger ones).
+    "table"       opset >= 23, specs without a length rule: cos/sin rows precomputed for
+                  positions 0 .. table_length - 1, no Sin/Cos at run time. One axis:
+                  ``RotaryEmbedding`` looks them up by position_ids itself. Several (M-RoPE, 2D):
+                  one table per position stream, a Gather per stream, the pairs put back in
+                  order. Positions must lie in [0, table_length): onnxruntime rejects larger
+                  ones, but a negative position would wrap (Gather), so feed none.
     "plugin"      opset >= 23, specs without a length rule: one ``MultiAxisRotary`` node
                   (domain rope_export) per tensor, defined as a model-local function; TensorRT
                   swaps in the fused plugin when registered (see `plugin_form`).
     "contrib"     onnxruntime only (opset >= 17): ``com.microsoft.RotaryEmbedding`` fed this
                   batch's per-token cos/sin table and each token's row index.
-    "auto"        "decomposed" below opset 23; at 23+ "table" for one-axis specs without a
-                  length rule whose max_position_embeddings is known and whose cos/sin table
-                  fits `TABLE_CAP_BYTES` (64 MiB; measured as fast or faster on onnxruntime
-                  CPU: tools/table_vs_ingraph.py), else "fused" (any position, no table).
+    "auto"        "decomposed" below opset 23; at 23+ "table" for specs without a length rule
+                  whose max_position_embeddings is known and whose cos/sin tables fit
+                  `TABLE_CAP_BYTES` (64 MiB), measured faster on onnxruntime CPU
+                  (tools/ort_forms.py: 1D and M-RoPE text); else "fused" (any position, no
+                  table; vision encoders, whose positions have no known bound).
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ def table_bytes(spec: RopeSpec, length: int, dtype: str = "float32") -> int:
 
 def form_refusal(form: str, spec: RopeSpec) -> str | None:
     """Why ``form`` cannot represent ``spec`` exactly, or None when it can."""
-    if form == "table" and (spec.num_axes != 1 or spec.length_rule is not None):
-        return "form 'table' needs a one-axis spec without a length rule (dynamic NTK / LongRoPE)"
+    if form == "table" and spec.length_rule is not None:
+        return "form 'table' needs a spec without a length rule (dynamic NTK / LongRoPE)"
     if form == "plugin" and spec.length_rule is not None:
         return "form 'plugin' supports specs without a length rule (dynamic NTK / LongRoPE)"
     return None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._util import DTYPE_NAMES, atomic_write, check_output_path, quiet_exporter, torch_dtype
@@ -40,16 +41,43 @@ class ExportModule(nn.Module):
         self.spec = spec
         self.form = form
         if form == "table":
-            cos, sin = self.rope.cos_sin(torch.arange(table_length, dtype=torch.int64)[None])
-            self.register_buffer("cos_table", cos[0].to(dtype), persistent=False)
-            self.register_buffer("sin_table", sin[0].to(dtype), persistent=False)
+            # Row l holds every pair's cos/sin at position l: the same float32 values the
+            # in-graph form computes, rounded to the activation dtype as it rounds them.
+            rows = torch.arange(table_length, dtype=torch.int64)[None]
+            cos, sin = self.rope.cos_sin(rows if spec.num_axes == 1 else rows[None].expand(spec.num_axes, -1, -1))
+            cos, sin = cos[0].to(dtype), sin[0].to(dtype)
+            if spec.num_axes == 1:
+                self.register_buffer("cos_table", cos, persistent=False)
+                self.register_buffer("sin_table", sin, persistent=False)
+            else:
+                # Multi-axis: one table per position stream holding the pairs that follow it, in
+                # the order the streams first appear (Llama 4 vision: columns first), so that
+                # contiguous sections need no reordering; a token gathers each stream's row.
+                streams = list(dict.fromkeys(spec.axis_of_pair))
+                order = [i for a in streams for i in range(spec.num_pairs) if spec.axis_of_pair[i] == a]
+                self.streams = streams
+                for a in streams:
+                    pairs = torch.tensor([i for i in order if spec.axis_of_pair[i] == a], dtype=torch.int64)
+                    self.register_buffer(f"cos_table_{a}", cos[:, pairs].contiguous(), persistent=False)
+                    self.register_buffer(f"sin_table_{a}", sin[:, pairs].contiguous(), persistent=False)
+                if order != sorted(order):  # interleaved sections (Qwen3-VL): put the pairs back
+                    self.register_buffer("pair_order", torch.argsort(torch.tensor(order, dtype=torch.int64)),
+                                         persistent=False)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, position_ids: torch.Tensor):
         inter, rot = int(self.spec.layout == "interleaved"), self.spec.rotary_dim
-        if self.form == "table":
+        if self.form == "table" and self.spec.num_axes == 1:
             # The op looks rows up by position; onnxruntime rejects positions past the table.
             return (table_op(q, self.cos_table, self.sin_table, position_ids, inter, rot, q.shape[1]),
                     table_op(k, self.cos_table, self.sin_table, position_ids, inter, rot, k.shape[1]))
+        if self.form == "table":  # a Gather per stream: positions past the table are refused too
+            positions = position_ids.unbind(0)
+            cos = torch.cat([F.embedding(positions[a], getattr(self, f"cos_table_{a}")) for a in self.streams], -1)
+            sin = torch.cat([F.embedding(positions[a], getattr(self, f"sin_table_{a}")) for a in self.streams], -1)
+            order = getattr(self, "pair_order", None)
+            if order is not None:
+                cos, sin = cos.index_select(-1, order), sin.index_select(-1, order)
+            return (rotary_op(q, cos, sin, inter, rot, q.shape[1]), rotary_op(k, cos, sin, inter, rot, k.shape[1]))
         cos, sin = self.rope.cos_sin(position_ids)
         if self.form == "decomposed":
             return apply_rotary(q, cos, sin, self.spec.layout), apply_rotary(k, cos, sin, self.spec.layout)

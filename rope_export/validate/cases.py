@@ -65,14 +65,14 @@ def make_cases(spec: RopeSpec, dtype: str, num_q_heads: int, num_kv_heads: int, 
         q, k = qk(1, 5)
         cases.append(Case("past the table (must be refused)", q, k, rand_pos(1, 5, table_length, table_length + 1000),
                           expect_error=True))
-        return cases
-    q, k = qk(2, 33)
-    near = min(max_pos, 2**24 - 64)
-    cases.append(Case(f"near max {max_pos}", q, k, rand_pos(2, 33, max(0, near - 64), near + 64)))
-    # Far past the trained context, while float32 still holds every integer position (2^24).
-    far = min(8 * max_pos, 2**24 - 10**6)
-    q, k = qk(2, 17)
-    cases.append(Case("far beyond (<=1e6)", q, k, rand_pos(2, 17, far, far + 10**6)))
+    else:
+        q, k = qk(2, 33)
+        near = min(max_pos, 2**24 - 64)
+        cases.append(Case(f"near max {max_pos}", q, k, rand_pos(2, 33, max(0, near - 64), near + 64)))
+        # Far past the trained context, while float32 still holds every integer position (2^24).
+        far = min(8 * max_pos, 2**24 - 10**6)
+        q, k = qk(2, 17)
+        cases.append(Case("far beyond (<=1e6)", q, k, rand_pos(2, 17, far, far + 10**6)))
     if axes == 3:
         types = torch.tensor([[0] * 5 + [1] * 24 + [0] * 3 + [2] * 32 + [0] * 4])
         pos = mrope_position_ids(types, torch.tensor([[1, 8, 12]]), torch.tensor([[2, 8, 8]]), spatial_merge_size=2)
@@ -82,7 +82,8 @@ def make_cases(spec: RopeSpec, dtype: str, num_q_heads: int, num_kv_heads: int, 
         pos = patch_grid_positions(12, 20, offset=1, cls_token="last")
         q, k = qk(1, pos.shape[-1])
         cases.append(Case("patch grid 12x20 + cls", q, k, pos))
+    high = min(10**6, table_length or 10**6)
     if tdtype != torch.float32:
         q, k = qk(2, 19, magnitude=512.0)
-        cases.append(Case("large magnitudes x512", q, k, rand_pos(2, 19, 0, 10**6)))
+        cases.append(Case("large magnitudes x512", q, k, rand_pos(2, 19, 0, high)))
     return cases
