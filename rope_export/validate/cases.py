@@ -56,7 +56,7 @@ def make_cases(spec: RopeSpec, dtype: str, num_q_heads: int, num_kv_heads: int, 
     q, k = qk(2, 7)
     cases.append(Case("zero", q, k, torch.zeros(spec.position_shape(2, 7), dtype=torch.int64)))
     q, k = qk(1, 64)
-    cases.append(Case("small b1 s64", q, k, rand_pos(1, 64, 0, 64)))
+    cases.append(Case("small b1 s64", q, k, rand_pos(1, 64, 0, min(64, table_length or 64))))
     q, k = qk(3, 1)
     cases.append(Case("decode b3 s1", q, k, rand_pos(3, 1, 0, min(max_pos, table_length or max_pos))))
     if table_length is not None:
@@ -73,15 +73,16 @@ def make_cases(spec: RopeSpec, dtype: str, num_q_heads: int, num_kv_heads: int, 
         far = min(8 * max_pos, 2**24 - 10**6)
         q, k = qk(2, 17)
         cases.append(Case("far beyond (<=1e6)", q, k, rand_pos(2, 17, far, far + 10**6)))
+    grid = None
     if axes == 3:
         types = torch.tensor([[0] * 5 + [1] * 24 + [0] * 3 + [2] * 32 + [0] * 4])
-        pos = mrope_position_ids(types, torch.tensor([[1, 8, 12]]), torch.tensor([[2, 8, 8]]), spatial_merge_size=2)
-        q, k = qk(1, pos.shape[-1])
-        cases.append(Case("image+video grid (t,h,w differ)", q, k, pos))
+        grid = ("image+video grid (t,h,w differ)",
+                mrope_position_ids(types, torch.tensor([[1, 8, 12]]), torch.tensor([[2, 8, 8]]), spatial_merge_size=2))
     elif axes == 2:
-        pos = patch_grid_positions(12, 20, offset=1, cls_token="last")
-        q, k = qk(1, pos.shape[-1])
-        cases.append(Case("patch grid 12x20 + cls", q, k, pos))
+        grid = ("patch grid 12x20 + cls", patch_grid_positions(12, 20, offset=1, cls_token="last"))
+    if grid is not None and int(grid[1].max()) < (table_length or 2**24):  # a table shorter than the grid: random positions cover it
+        q, k = qk(1, grid[1].shape[-1])
+        cases.append(Case(grid[0], q, k, grid[1]))
     high = min(10**6, table_length or 10**6)
     if tdtype != torch.float32:
         q, k = qk(2, 19, magnitude=512.0)
