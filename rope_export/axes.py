@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-__all__ = ["mrope_axes", "axial_axes"]
+__all__ = ["mrope_axes", "axial_axes", "stream_order"]
 
 
 def mrope_axes(sections: Sequence[int], *, interleaved: bool, pairs: int | None = None) -> tuple[int, ...]:
@@ -41,3 +41,15 @@ def axial_axes(pairs: int, *, column_first: bool = False) -> tuple[int, ...]:
     (axis 1); ``column_first`` swaps them (Llama 4 vision)."""
     first, second = (1, 0) if column_first else (0, 1)
     return (first,) * (pairs // 2) + (second,) * (pairs // 2)
+
+
+def stream_order(axis_of_pair: Sequence[int]) -> tuple[list[int], list[int]]:
+    """(streams in the order they first appear, pair indices grouped by stream in that order).
+    The pairs are already grouped (contiguous sections, 2D halves) when the second is
+    ``range(P)``; Qwen3-VL's interleaved sections are not.
+
+    >>> stream_order((1, 1, 0, 0))
+    ([1, 0], [0, 1, 2, 3])
+    """
+    streams = list(dict.fromkeys(axis_of_pair))
+    return streams, [i for a in streams for i, b in enumerate(axis_of_pair) if b == a]

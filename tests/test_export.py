@@ -284,6 +284,7 @@ def test_auto_form_picks_table_where_it_applies():
     assert resolve_form("auto", 23, rx.load_preset("gpt-j-6b")) == "table"
     assert resolve_form("auto", 23, rx.load_preset("qwen2-vl-7b")) == "table"  # M-RoPE text: tools/ort_forms.py
     assert resolve_form("auto", 23, rx.load_preset("qwen3-vl-8b")) == "fused"  # 262144 rows: over the 64 MiB cap
+    assert resolve_form("auto", 23, rx.load_preset("qwen3-vl-8b"), "float16") == "fused"  # interleaved sections: slower
     assert resolve_form("auto", 23, rx.load_preset("qwen2-vl-7b:vision")) == "fused"  # positions with no known bound
     assert resolve_form("auto", 23, rx.load_preset("phi-3-mini-128k")) == "fused"  # length rule
     assert resolve_form("auto", 23, rx.RopeSpec.standard(64)) == "fused"  # no known context length

@@ -17,14 +17,16 @@
                   batch's per-token cos/sin table and each token's row index.
     "auto"        "decomposed" below opset 23; at 23+ "table" for specs without a length rule
                   whose max_position_embeddings is known and whose cos/sin tables fit
-                  `TABLE_CAP_BYTES` (64 MiB), measured faster on onnxruntime CPU
-                  (tools/ort_forms.py: 1D and M-RoPE text); else "fused" (any position, no
-                  table; vision encoders, whose positions have no known bound).
+                  `TABLE_CAP_BYTES` (64 MiB) and need no pair reorder, measured faster on
+                  onnxruntime CPU (tools/ort_forms.py: 1D and contiguous M-RoPE text); else
+                  "fused" (any position, no table; vision encoders, whose positions have no
+                  known bound; Qwen3-VL's interleaved sections, slower as a table).
 """
 
 from __future__ import annotations
 
 from .._util import FORM_NAMES
+from ..axes import stream_order
 from ..spec import RopeSpec
 
 __all__ = ["FORMS", "MIN_OPSET", "FUSED_OPSET", "TABLE_CAP_BYTES", "resolve_form", "form_refusal", "forms_for",
@@ -75,7 +77,9 @@ def resolve_form(form: str, opset: int, spec: RopeSpec | None = None, dtype: str
             return "decomposed"
         tableable = (spec is not None and form_refusal("table", spec) is None and spec.max_position_embeddings
                      and table_bytes(spec, spec.max_position_embeddings, dtype if dtype in _ITEMSIZE else "float32")
-                     <= TABLE_CAP_BYTES)
+                     <= TABLE_CAP_BYTES
+                     # Interleaved sections (Qwen3-VL) need a reorder Gather: measured slower than fused.
+                     and stream_order(spec.axis_of_pair)[1] == list(range(spec.num_pairs)))
         return "table" if tableable else "fused"
     if form in _NEEDS_FUSED_OPSET and opset < FUSED_OPSET:
         raise ValueError(f"form {form!r} needs opset >= {FUSED_OPSET} (RotaryEmbedding); got opset {opset}: use form='decomposed'")

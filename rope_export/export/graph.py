@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._util import DTYPE_NAMES, atomic_write, check_output_path, quiet_exporter, torch_dtype
+from ..axes import stream_order
 from ..modules import RotaryEmbedding, apply_rotary
 from ..spec import RopeSpec
 from .forms import resolve_form
@@ -53,8 +54,7 @@ class ExportModule(nn.Module):
                 # Multi-axis: one table per position stream holding the pairs that follow it, in
                 # the order the streams first appear (Llama 4 vision: columns first), so that
                 # contiguous sections need no reordering; a token gathers each stream's row.
-                streams = list(dict.fromkeys(spec.axis_of_pair))
-                order = [i for a in streams for i in range(spec.num_pairs) if spec.axis_of_pair[i] == a]
+                streams, order = stream_order(spec.axis_of_pair)
                 self.streams = streams
                 for a in streams:
                     pairs = torch.tensor([i for i in order if spec.axis_of_pair[i] == a], dtype=torch.int64)
