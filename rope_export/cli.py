@@ -197,20 +197,6 @@ def cmd_plot(args) -> int:
     return 0
 
 
-def _heads(text: str):
-    """'model' -> None (the preset's own head counts); 'HQ+HK' -> (HQ, HK)."""
-    text = text.strip()
-    if text == "model":
-        return None
-    try:
-        hq, hk = (int(t) for t in text.split("+"))
-        if hq <= 0 or hk <= 0:
-            raise ValueError
-    except ValueError:
-        raise UsageError(f"--heads: expected 'model' or HQ+HK such as 4+2, got {text!r}") from None
-    return hq, hk
-
-
 def cmd_bench(args) -> int:
     import platform
 
@@ -220,8 +206,7 @@ def cmd_bench(args) -> int:
     from .bench import bench, format_table, plot_scaling, rows_to_json
 
     kw = dict(dtype=args.dtype, repeat=args.repeat, threads=args.threads, compile=not args.no_compile, progress=stderr_progress)
-    regimes = [_heads(h) for h in args.heads.split(",") if h.strip()]
-    rows = [r for heads in regimes for r in bench(args.preset, heads=heads, **({"shapes": args.shape} if args.shape else {}), **kw)]
+    rows = [r for heads in args.heads for r in bench(args.preset, heads=heads, **({"shapes": args.shape} if args.shape else {}), **kw)]
     sweep = bench(args.preset, shapes=[("sweep", 1, n) for n in args.lengths], **kw) if args.plot else []
     clear_progress()
     print(format_table(rows + sweep))

@@ -45,6 +45,20 @@ def _shape(text: str) -> tuple[str, int, int]:
     return parts[0], _positive_int(parts[1]), _positive_int(parts[2])
 
 
+def _head_regimes(text: str) -> list:
+    """'model,4+2' -> [None, (4, 2)]: None is the preset's own head counts."""
+    regimes = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        if item == "model":
+            regimes.append(None)
+            continue
+        parts = item.split("+")
+        if len(parts) != 2:
+            raise argparse.ArgumentTypeError(f"expected 'model' or HQ+HK such as 4+2, got {item!r}")
+        regimes.append(tuple(_positive_int(p) for p in parts))
+    return regimes
+
+
 def _lengths(text: str) -> tuple[int, ...]:
     return tuple(_positive_int(t) for t in text.split(",") if t.strip())
 
@@ -111,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="q/k dtype")
     p.add_argument("--shape", action="append", type=_shape, metavar="LABEL:B:S",
                    help="e.g. prefill:1:2048 (repeatable; default prefill 2048 and 8192, decode 64x1)")
-    p.add_argument("--heads", default="model,4+2",
+    p.add_argument("--heads", type=_head_regimes, default="model,4+2",
                    help="head regimes, comma list of 'model' (the preset's own) and HQ+HK (a shard's)")
     p.add_argument("--repeat", type=_positive_int, default=30, help="timed runs per backend (median reported)")
     p.add_argument("--threads", type=_positive_int, help="torch and onnxruntime intra-op threads (default: theirs)")

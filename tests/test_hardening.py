@@ -222,7 +222,7 @@ def test_cli_small_things(tmp_path, capsys):
     assert main(["export", "--preset", "qwen2-vl-7b", "--opset", "17", "--form", "fused", "--out", str(tmp_path / "x.onnx")]) == 2
     err = capsys.readouterr().err
     assert "--form decomposed" in err and "form='" not in err
-    for bad in (["bench", "--shape", "1x2048"], ["bench", "--repeat", "0"]):
+    for bad in (["bench", "--shape", "1x2048"], ["bench", "--heads", "4x2"], ["bench", "--repeat", "0"]):
         with pytest.raises(SystemExit) as exc:
             main(bad)
         assert exc.value.code == 2

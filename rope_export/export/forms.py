@@ -25,7 +25,7 @@
 
 from __future__ import annotations
 
-from .._util import FORM_NAMES
+from .._util import FORM_NAMES, torch_dtype
 from ..axes import stream_order
 from ..spec import RopeSpec
 
@@ -39,12 +39,11 @@ _NEEDS_FUSED_OPSET = ("fused", "table", "plugin")
 # The largest cos/sin table "auto" embeds (Llama 3.1's 131072 x 64 float32 pairs); longer
 # contexts (Gemma 3, Llama 4: up to 10M positions) get the in-graph form.
 TABLE_CAP_BYTES = 64 << 20
-_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
 def table_bytes(spec: RopeSpec, length: int, dtype: str = "float32") -> int:
     """Bytes of a table-form graph's cos and sin tables: ``length x P`` each."""
-    return 2 * int(length) * spec.num_pairs * _ITEMSIZE[dtype]
+    return 2 * int(length) * spec.num_pairs * torch_dtype(dtype).itemsize
 
 
 def form_refusal(form: str, spec: RopeSpec) -> str | None:
@@ -76,7 +75,7 @@ def resolve_form(form: str, opset: int, spec: RopeSpec | None = None, dtype: str
         if opset < FUSED_OPSET:
             return "decomposed"
         tableable = (spec is not None and form_refusal("table", spec) is None and spec.max_position_embeddings
-                     and table_bytes(spec, spec.max_position_embeddings, dtype if dtype in _ITEMSIZE else "float32")
+                     and table_bytes(spec, spec.max_position_embeddings, dtype)
                      <= TABLE_CAP_BYTES
                      # Interleaved sections (Qwen3-VL) need a reorder Gather: measured slower than fused.
                      and stream_order(spec.axis_of_pair)[1] == list(range(spec.num_pairs)))

@@ -167,6 +167,7 @@ def probe_config(root) -> list[Row]:
     """The coverage rows of one transformers config object (its model type's rotary classes)."""
     model_type = root.model_type
     _, module = modeling_module(model_type)
+    data = root.to_dict()  # the config.json a user would pass
     rows = []
     for rotary_cls in rotary_classes(module):
         found = _config_for(rotary_cls, root, module)
@@ -177,25 +178,25 @@ def probe_config(root) -> list[Row]:
         takes_layer = "layer_type" in inspect.signature(rotary_cls.forward).parameters
         layer_types = layer_types_of(cfg.to_dict()) if takes_layer else []
         for layer_type in layer_types or [None]:
-            row = _probe_one(model_type, root, attr, cfg, part, rotary_cls, module, layer_type)
+            row = _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type)
             row.rule = row.status
             try:
-                kind, sub, _ = select_part(root.to_dict(), part)
+                kind, sub, _ = select_part(data, part)
                 row.config_type = f"{kind}:{sub.get('model_type', '')}"
             except ValueError:
                 row.config_type = "-"
-            refusal = _accepted(root, part, layer_type) if row.status != "refused" else ""
+            refusal = _accepted(data, part, layer_type) if row.status != "refused" else ""
             if refusal:
                 row.status, row.detail = "refused", refusal
             rows.append(row)
     return rows
 
 
-def _probe_one(model_type, root, attr, cfg, part, rotary_cls, module, layer_type) -> Row:
+def _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type) -> Row:
     row = Row(model_type, part, layer_type, rotary_cls.__name__, "unprobed")
-    if part == "vision" or (part not in ("text",) and "vision" in rotary_cls.__name__.lower()):
-        return _probe_vision(row, root, cfg, rotary_cls, module, part)
-    spec, spec_error = _spec_or_error(root, part, layer_type)
+    if part == "vision" or (part != "text" and "vision" in rotary_cls.__name__.lower()):
+        return _probe_vision(row, data, cfg, rotary_cls, module, part)
+    spec, spec_error = _spec_or_error(data, part, layer_type)
     try:
         kwargs = {"layer_type": layer_type} if layer_type is not None and "layer_type" in inspect.signature(rotary_cls.__init__).parameters else {}
         rotary = _build_rotary(rotary_cls, cfg, **kwargs)
@@ -230,29 +231,29 @@ def _probe_one(model_type, root, attr, cfg, part, rotary_cls, module, layer_type
     return _judge(row, spec, spec_error, q, k, pos, want)
 
 
-def _spec_or_error(root, part, layer_type=None):
-    """(spec, why not) for the rule alone (verified table bypassed), and whether
-    `RopeSpec.from_hf_config` accepts the config (its error otherwise)."""
+def _spec_or_error(data: dict, part, layer_type=None):
+    """(spec, "") or (None, why not), for the reading rule alone (verified table bypassed)."""
     try:
-        spec = RopeSpec(**spec_fields(root.to_dict(), part, layer_type, verified_only=False))
+        spec = RopeSpec(**spec_fields(data, part, layer_type, verified_only=False))
     except (ValueError, TypeError) as exc:
         return None, f"{type(exc).__name__}: {exc}"
     return spec, ""
 
 
-def _accepted(root, part, layer_type) -> str:
+def _accepted(data: dict, part, layer_type) -> str:
+    """"" when `RopeSpec.from_hf_config` accepts the config, else its error."""
     try:
-        RopeSpec.from_hf_config(root.to_dict(), part=part, layer_type=layer_type)
+        RopeSpec.from_hf_config(data, part=part, layer_type=layer_type)
     except ValueError as exc:
         return f"ValueError: {exc}"
     return ""
 
 
-def _probe_vision(row: Row, root, cfg, rotary_cls, module, part: str = "vision") -> Row:
+def _probe_vision(row: Row, data: dict, cfg, rotary_cls, module, part: str = "vision") -> Row:
     # Vision encoders with (row, column) per patch: position_ids [N, 2] -> cos/sin [N, D].
     steps = torch.tensor([0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89])
     hw = torch.stack([steps % 37, (steps * 7) % 41], dim=-1)
-    spec, spec_error = _spec_or_error(root, part)
+    spec, spec_error = _spec_or_error(data, part)
     try:
         rotary = _build_rotary(rotary_cls, cfg)
         cos, sin = _call_rotary(rotary, hw, None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from .._util import InputError, atomic_write
@@ -116,7 +117,7 @@ def parse_and_build(onnx_path: str, *, profile: Profile = Profile(), plugin: boo
         config.add_optimization_profile(_profile(builder, network, profile, trt))
         cache = None
         if timing_cache:  # (a no-op in TensorRT-RTX, which deprecates it)
-            cache = config.create_timing_cache(open(timing_cache, "rb").read() if os.path.isfile(timing_cache) else b"")
+            cache = config.create_timing_cache(Path(timing_cache).read_bytes() if os.path.isfile(timing_cache) else b"")
             config.set_timing_cache(cache, ignore_mismatch=False)
         engine = builder.build_serialized_network(network, config)
         report.built = engine is not None
