@@ -8,7 +8,7 @@ Plain data, no imports: keys are ``model_type`` values and transformers class na
 from __future__ import annotations
 
 __all__ = [
-    "INTERLEAVED_TEXT", "INTERLEAVED_MROPE", "DEFAULT_MROPE_SECTION", "VISION_FAMILIES",
+    "INTERLEAVED_TEXT", "DEINTERLEAVING_MLA", "INTERLEAVED_MROPE", "DEFAULT_MROPE_SECTION", "VISION_FAMILIES",
     "ROTARY_CLASSES", "KEEPS_FLOAT32", "VISION_TYPES", "VISION_CLASSES", "TEXT_OF", "VISION_OF",
 ]
 
@@ -24,14 +24,18 @@ def _with_text(*types: str) -> set:
 INTERLEAVED_TEXT = frozenset({
     "gptj", "codegen", "cohere", "cohere2", "cohere2_moe", "ernie4_5", "ernie4_5_moe", "glm", "glm4", "helium",
     "moonshine_streaming", "openai_privacy_filter", "pe_audio_encoder", "pe_audio_video_encoder", "pe_video_encoder",
-    "llama4", "llama4_text",
-} | _with_text("glm_ocr", "glm4v", "glm4v_moe"))
+    "llama4", "llama4_text", "deepseek_v2",
+} | _with_text("glm_ocr", "glm4v"))  # not glm4v_moe (GLM-4.5V): its apply function is rotate_half
+# Multi-head latent attention decoders whose attention always calls
+# apply_rotary_pos_emb_interleave (no rope_interleave flag): layout "interleaved_to_half".
+DEINTERLEAVING_MLA = frozenset(_with_text("longcat_flash", "glm_moe_dsa", "mistral_large4", "bailing_hybrid", "dots3_note"))
 # M-RoPE decoders whose sections interleave t, h, w round robin (Qwen3-VL).
-INTERLEAVED_MROPE = frozenset(_with_text("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "qwen4_exp", "cosmos3_edge"))
+INTERLEAVED_MROPE = frozenset(_with_text("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "qwen4_exp", "cosmos3_edge",
+                                         "qwen3_omni_moe"))
 # The reference code's mrope_section when the config names none.
 DEFAULT_MROPE_SECTION = {
     **{t: [16, 24, 24] for t in _with_text("qwen2_vl", "qwen2_5_vl")},
-    **{t: [24, 20, 20] for t in _with_text("qwen3_vl", "qwen3_vl_moe", "cosmos3_edge")},
+    **{t: [24, 20, 20] for t in _with_text("qwen3_vl", "qwen3_vl_moe", "cosmos3_edge", "qwen3_omni_moe")},
     **{t: [11, 11, 10] for t in _with_text("qwen3_5", "qwen3_5_moe", "qwen4_exp")},
     **{t: [8, 12, 12] for t in _with_text("glm_ocr", "glm4v", "glm4v_moe", "glm_image")},
 }
@@ -41,6 +45,10 @@ HEAD_DIM_KEY = {"jetmoe": "kv_channels", "zamba2": "attention_head_dim"}
 # Text decoders whose rotary no spec can describe, and why (from_hf_config refuses them).
 REFUSED_TEXT = {
     "nanochat": "its rotate_half returns (x2, -x1): it rotates by minus the angle",
+    # DeepSeek V3.2's sparse-attention indexer rotates with apply_rotary_pos_emb (half pairs)
+    # while its attention de-interleaves (apply_rotary_pos_emb_interleave), from one rotary.
+    **{t: "its indexer and its attention rotate the same angles with different pairings (half and de-interleaved); "
+          "one spec cannot describe both" for t in ("deepseek_v32", "axk2")},
     **{t: "it recomposes its M-RoPE sections in its own (h, w, t) order with h/w interleaving"
        for t in _with_text("ernie4_5_vl_moe")},
 }
@@ -92,26 +100,29 @@ VISION_OF = {"qwen2_vl": "qwen2_vl_vision", "qwen2_5_vl": "qwen2_5_vl_vision", "
 # text fields at top level, model_type "qwen2_vl") counts as its "<type>_text" decoder. Every
 # other model_type is refused (docs/coverage.md).
 VERIFIED_TEXT = frozenset({
-    "afmoe", "apertus", "arcee", "aria_text", "axk2", "bamba", "bitnet", "chameleon", "cohere", "cohere2",
-    "cohere2_moe", "cosmos3_edge_text", "csm", "cwm", "deepseek_ocr2_text", "deepseek_v32", "diffllama",
-    "diffusion_gemma_text", "doge", "dots1", "dots3_note_audio_encoder", "embedding_gemma2_text",
-    "emu3_text_model", "ernie4_5", "ernie4_5_moe", "esm", "esmc", "eurobert", "evolla", "exaone4", "exaone_moe",
-    "falcon", "falcon_h1", "flex_olmo", "flint", "gemma", "gemma2", "gemma3_text", "gemma3n_text",
-    "gemma4_text", "gemma4_unified_text", "glm", "glm4", "glm4_moe", "glm4v_text", "glm_image_text",
-    "glm_ocr_text", "gpt_neox", "gpt_neox_japanese", "gpt_oss", "gptj", "gradium_phonon_tts", "granite",
-    "granite_docling_text", "granite_swa", "granitemoe", "granitemoe_swa", "granitemoehybrid",
-    "granitemoeshared", "gte", "helium", "higgs_audio_v2", "hrm_text", "hunyuan_v1_dense", "hunyuan_v1_moe",
-    "hy_v3", "hy_v4", "hyperclovax", "idefics", "jais2", "jetmoe", "jina_embeddings_v3", "kolibri1",
-    "kyutai_speech_to_text", "lasr_encoder", "lfm2", "lfm2_moe", "lfm3", "llama", "llama4_text", "mimi",
+    "afmoe", "apertus", "arcee", "aria_text", "axk1", "bailing_hybrid", "bamba", "beam", "bitnet", "chameleon",
+    "cohere", "cohere2", "cohere2_moe", "cosmos3_edge_text", "csm", "cwm", "deepseek_ocr2_text", "deepseek_v2",
+    "deepseek_v3", "diffllama", "diffusion_gemma_text", "doge", "dots1", "dots3_note_audio_encoder",
+    "dots3_note_text", "embedding_gemma2_text", "emu3_text_model", "ernie4_5", "ernie4_5_moe", "esm", "esmc",
+    "eurobert", "evolla", "exaone4", "exaone_moe", "falcon", "falcon_h1", "flex_olmo", "flint", "gemma",
+    "gemma2", "gemma3_text", "gemma3n_text", "gemma4_text", "gemma4_unified_text", "glm", "glm4", "glm4_moe",
+    "glm4_moe_lite", "glm4v_moe_text", "glm4v_text", "glm_image_text", "glm_moe_dsa", "glm_ocr_text",
+    "gpt_neox", "gpt_neox_japanese", "gpt_oss", "gptj", "gradium_phonon_tts", "granite", "granite_docling_text",
+    "granite_swa", "granitemoe", "granitemoe_swa", "granitemoehybrid", "granitemoeshared", "gte", "helium",
+    "higgs_audio_v2", "hrm_text", "hunyuan_v1_dense", "hunyuan_v1_moe", "hy_v3", "hy_v4", "hyperclovax",
+    "idefics", "jais2", "jetmoe", "jina_embeddings_v3", "kolibri1", "kyutai_speech_to_text", "laguna",
+    "lasr_encoder", "lfm2", "lfm2_moe", "lfm3", "llama", "llama4_text", "longcat_flash", "mellum", "mimi",
     "mimi_decoder", "mimi_encoder", "mimo_v2_flash", "minicpm3", "minimax", "minimax_m2", "ministral",
-    "ministral3", "mistral", "mixtral", "mllama_text_model", "modernbert", "modernbert-decoder", "molmo2_text",
-    "moonshine_streaming", "moshi", "muse_glimmer_assistant", "muse_glimmer_text", "muse_spark_text",
-    "nemotron", "nemotron3_5_transcribe_asr_audio", "neucodec", "nomic_bert", "olmo", "olmo2", "olmo3",
-    "olmo_hybrid", "olmoe", "openai_privacy_filter", "pe_audio_encoder", "pe_audio_video_encoder",
-    "pe_video_encoder", "persimmon", "phi", "phi3", "phi4_multimodal", "phimoe", "pocket_tts",
-    "pocket_tts_audio_tokenizer", "pocket_tts_audio_tokenizer_decoder", "pocket_tts_audio_tokenizer_encoder",
-    "qwen2", "qwen2_5_omni_dit", "qwen2_5_vl_text", "qwen2_moe", "qwen2_vl_text", "qwen3", "qwen3_5_moe_text",
-    "qwen3_5_text", "qwen3_moe", "qwen3_next", "qwen3_vl_moe_text", "qwen3_vl_text", "recurrent_gemma",
+    "ministral3", "mistral", "mistral4", "mistral_large4_text", "mixtral", "mllama_text_model", "modernbert",
+    "modernbert-decoder", "molmo2_text", "moonshine_streaming", "moshi", "muse_glimmer_assistant",
+    "muse_glimmer_text", "muse_spark_text", "nemotron", "nemotron3_5_transcribe_asr_audio", "neucodec",
+    "nomic_bert", "olmo", "olmo2", "olmo3", "olmo_hybrid", "olmoe", "openai_privacy_filter", "pe_audio_encoder",
+    "pe_audio_video_encoder", "pe_video_encoder", "persimmon", "phi", "phi3", "phi4_multimodal", "phimoe",
+    "pocket_tts", "pocket_tts_audio_tokenizer", "pocket_tts_audio_tokenizer_decoder",
+    "pocket_tts_audio_tokenizer_encoder", "qwen2", "qwen2_5_omni_dit", "qwen2_5_vl_text", "qwen2_moe",
+    "qwen2_vl_text", "qwen3", "qwen3_5_moe_text", "qwen3_5_text", "qwen3_moe", "qwen3_next",
+    "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen3_vl_text", "qwen4_exp_text", "recurrent_gemma",
     "seed_oss", "smollm3", "solar_open", "stablelm", "starcoder2", "step3p5", "t5gemma2_text", "timesfm2_5",
-    "ultrabert", "unlimited_ocr_text", "vaultgemma", "voxtral_realtime_text", "xcodec2", "zamba2",
+    "ultrabert", "unlimited_ocr_text", "vaultgemma", "voxtral_realtime_text", "xcodec2", "youtu", "zamba2",
+    "zaya",
 })

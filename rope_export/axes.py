@@ -19,21 +19,25 @@ def mrope_axes(sections: Sequence[int], *, interleaved: bool, pairs: int | None 
 
     Contiguous (Qwen2-VL, Qwen2.5-VL): pairs ``[0, s0)`` follow axis 0, the next ``s1`` axis 1, ...
     Interleaved (Qwen3-VL): pair j follows axis ``a = j % A`` when ``a > 0`` and
-    ``j < A * sections[a]``, else axis 0.
+    ``j < A * sections[a]``, else axis 0. That rule (transformers' and vLLM's strided
+    overwrite of the axis-0 angles) holds for any number of pairs, so interleaved sections need
+    not sum to ``pairs``: the pairs past them follow axis 0 (Qwen4-Exp's default config).
 
     Raises:
-        ValueError: fewer than 2 sections, a negative one, or (with ``pairs``) a sum other than ``pairs``.
+        ValueError: fewer than 2 sections, a negative one, or (contiguous, with ``pairs``) a
+            sum other than ``pairs``.
     """
     sections = [int(s) for s in sections]
     if len(sections) < 2 or any(s < 0 for s in sections):
         raise ValueError(f"sections (mrope_section) must list >= 2 non-negative pair counts, got {sections}")
     total = sum(sections)
+    num_axes = len(sections)
+    if interleaved:
+        return tuple((j % num_axes) if j % num_axes > 0 and j < num_axes * sections[j % num_axes] else 0
+                     for j in range(total if pairs is None else pairs))
     if pairs is not None and total != pairs:
         raise ValueError(f"sections (mrope_section) {sections} sum to {total}, expected rotary_dim / 2 = {pairs}")
-    num_axes = len(sections)
-    if not interleaved:
-        return tuple(a for a, s in enumerate(sections) for _ in range(s))
-    return tuple((j % num_axes) if j % num_axes > 0 and j < num_axes * sections[j % num_axes] else 0 for j in range(total))
+    return tuple(a for a, s in enumerate(sections) for _ in range(s))
 
 
 def axial_axes(pairs: int, *, column_first: bool = False) -> tuple[int, ...]:

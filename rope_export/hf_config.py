@@ -13,7 +13,7 @@ import os
 from typing import Any, Mapping
 
 from . import frequencies as F
-from .architectures import (DEFAULT_MROPE_SECTION, HEAD_DIM_KEY, INTERLEAVED_MROPE, INTERLEAVED_TEXT, REFUSED_TEXT, VERIFIED_TEXT,
+from .architectures import (DEFAULT_MROPE_SECTION, DEINTERLEAVING_MLA, HEAD_DIM_KEY, INTERLEAVED_MROPE, INTERLEAVED_TEXT, REFUSED_TEXT, VERIFIED_TEXT,
                             VISION_FAMILIES)
 from .axes import axial_axes, mrope_axes
 from .values import positive_int, positive_number
@@ -101,12 +101,14 @@ def _is_vision(cfg: Mapping[str, Any]) -> bool:
 def layer_types_of(cfg: Mapping[str, Any]) -> list[str]:
     """The layer types whose rotary differs (Gemma 3 style), or [] when one rotary serves every layer.
 
-    transformers 5 writes them as ``rope_parameters = {layer_type: {...}}``; older Gemma 3 files
-    give the local layers' base as ``rope_local_base_freq``.
+    transformers 5 writes them as ``rope_parameters = {layer_type: {...}}`` (``null`` for a type
+    whose layers have no rotary, as Beam's full-attention layers); older Gemma 3 files give the
+    local layers' base as ``rope_local_base_freq``.
     """
     params = cfg.get("rope_parameters")
-    if isinstance(params, Mapping) and params and all(isinstance(v, Mapping) for v in params.values()):
-        return sorted(params)
+    if (isinstance(params, Mapping) and any(isinstance(v, Mapping) for v in params.values())
+            and all(isinstance(v, Mapping) or v is None for v in params.values())):
+        return sorted(k for k, v in params.items() if v is not None)
     if cfg.get("rope_local_base_freq") is not None:
         return ["full_attention", "sliding_attention"]
     return []
@@ -123,6 +125,9 @@ def _layer_params(cfg: Mapping[str, Any], layer_type: str | None) -> dict:
         raise ValueError(f"this config has a different rotary per layer type ({', '.join(types)}): "
                          "pass layer_type= and export one graph per type")
     if layer_type not in types:
+        if layer_type in (cfg.get("rope_parameters") or {}):
+            raise ValueError(f"layer_type {layer_type!r}: rope_parameters[{layer_type!r}] is null, these layers have "
+                             "no rotary (no position embedding) and need no export")
         raise ValueError(f"layer_type {layer_type!r} is not one of this config's layer types ({', '.join(types)})")
     flat = {k: v for k, v in cfg.items() if k not in ("rope_parameters", "rope_scaling")}
     head_dims = _layer_head_dims(cfg, layer_type)
@@ -268,17 +273,25 @@ def _text_fields(cfg: dict) -> dict:
     if rope_type == "axial":
         raise ValueError("rope_scaling.rope_type 'axial' belongs to vision encoders: use part='vision'")
     model_type = str(cfg.get("model_type", ""))
+    deinterleaves = False
+    prf = params.get("partial_rotary_factor")
     if cfg.get("qk_rope_head_dim"):
         # Multi-head latent attention (DeepSeek V2/V3, MiniCPM3, Kimi): only the q_pe / k_pe part
         # of each head rotates; the spec describes that part.
-        if cfg.get("rope_interleave"):
-            raise ValueError("rope_interleave: this model rotates interleaved pairs and returns them de-interleaved "
-                             "(its output dims are a permutation of its input dims), which rope_export cannot represent")
-        cfg = {**cfg, "head_dim": int(cfg["qk_rope_head_dim"])}
+        # rope_interleave (DeepSeek V3): pairs (2i, 2i+1) rotated and written de-interleaved.
+        deinterleaves = bool(cfg.get("rope_interleave")) or model_type in DEINTERLEAVING_MLA
+        qk = positive_int(cfg["qk_rope_head_dim"], "qk_rope_head_dim")
+        if prf is not None and cfg.get("head_dim"):
+            # Mistral 4: the frequencies span head_dim * partial_rotary_factor, which must be q_pe.
+            span = int(positive_int(cfg["head_dim"], "head_dim") * prf)
+            if span != qk:
+                raise ValueError(f"qk_rope_head_dim {qk} != head_dim * partial_rotary_factor = {span}: the rotary "
+                                 "would not cover q_pe")
+            prf = None
+        cfg = {**cfg, "head_dim": qk}
     elif HEAD_DIM_KEY.get(model_type) and cfg.get(HEAD_DIM_KEY[model_type]):
         cfg = {**cfg, "head_dim": int(cfg[HEAD_DIM_KEY[model_type]])}
     head_dim = head_dim_of(cfg)
-    prf = params.get("partial_rotary_factor")
     if "rotary_dim" in cfg and cfg["rotary_dim"] is not None:  # GPT-J / CodeGen
         dim = positive_int(cfg["rotary_dim"], "rotary_dim")
     else:
@@ -291,7 +304,7 @@ def _text_fields(cfg: dict) -> dict:
         params["original_max_position_embeddings"] = int(cfg["original_max_position_embeddings"])
     freqs = F.ROPE_TYPES[rope_type](params, head_dim, dim, max_pos)
     fields = dict(head_dim=head_dim, rotary_dim=2 * len(freqs.inv_freq), inv_freq=tuple(freqs.inv_freq.tolist()),
-                  layout="interleaved" if model_type in INTERLEAVED_TEXT else "half",
+                  layout="interleaved_to_half" if deinterleaves else "interleaved" if model_type in INTERLEAVED_TEXT else "half",
                   attention_scaling=freqs.attention_scaling, length_rule=freqs.length_rule,
                   scaling={k: v for k, v in params.items() if k != "type"},
                   max_position_embeddings=int(max_pos) if max_pos is not None else None)

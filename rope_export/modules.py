@@ -19,7 +19,14 @@ from torch import nn
 from . import frequencies as F
 from .spec import LAYOUTS, DynamicNTK, LongRopeSwitch, RopeSpec
 
-__all__ = ["RotaryEmbedding", "apply_rotary"]
+__all__ = ["RotaryEmbedding", "apply_rotary", "deinterleave"]
+
+
+def deinterleave(x: torch.Tensor, rot: int) -> torch.Tensor:
+    """Dims ``(2i, 2i+1)`` of the first ``rot`` dims of ``x`` moved to ``(i, i + rot/2)``, the rest
+    kept: the "interleaved_to_half" layout is this permutation followed by the half rotation."""
+    head = x[..., :rot].unflatten(-1, (rot // 2, 2)).transpose(-1, -2).flatten(-2)
+    return head if rot == x.shape[-1] else torch.cat([head, x[..., rot:]], dim=-1)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: RopeSpec | str = "half") -> torch.Tensor:
@@ -29,8 +36,9 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: 
         x: ``[B, H, S, D]`` float32 / float16 / bfloat16.
         cos, sin: ``[B, S, P]`` or ``[S, P]`` float32, as returned by `RotaryEmbedding.cos_sin`
             (attention_scaling already applied); the first ``2 * P`` dims of x rotate.
-        layout: "half" (pair i = dims i, i+P) or "interleaved" (pair i = dims 2i, 2i+1), or a
-            `RopeSpec`, whose layout is used and whose head_dim and rotary_dim are checked.
+        layout: "half" (pair i = dims i, i+P), "interleaved" (pair i = dims 2i, 2i+1),
+            "interleaved_to_half" (reads 2i, 2i+1, writes i, i+P), or a `RopeSpec`, whose
+            layout is used and whose head_dim and rotary_dim are checked.
     Returns:
         ``[B, H, S, D]`` in ``x.dtype``; dims past ``2 * P`` unchanged. The rotation runs in
         float32 and is cast back once, right after it.
@@ -55,6 +63,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: 
         cos, sin = cos[None, None], sin[None, None]
     else:
         cos, sin = cos[:, None], sin[:, None]
+    if layout == "interleaved_to_half":
+        x, layout = deinterleave(x, rot), "half"
     xf = x.to(torch.float32)
     if not (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()) and not x.requires_grad:
         return _rotate_eager(x, xf, cos, sin, layout == "interleaved", pairs, rot)
@@ -216,5 +226,7 @@ class RotaryEmbedding(nn.Module):
         pos = position_ids[None] if position_ids.dim() == 2 else position_ids
         if pos.shape[1] != q.shape[0]:  # the kernel reads positions per row
             pos = pos.expand(-1, q.shape[0], -1)
+        if self.spec.layout == "interleaved_to_half":  # a copy, then the half-layout kernel
+            q, k = deinterleave(q, self.spec.rotary_dim), deinterleave(k, self.spec.rotary_dim)
         return rotary_triton(q, k, pos, inv_freq, self.axis_of_pair, self.spec.layout == "interleaved",
                              self.spec.rotary_dim, self.spec.attention_scaling)

@@ -65,7 +65,8 @@ def plot_spec(spec: RopeSpec, path: str | os.PathLike, *, title: str | None = No
             if D <= 64:
                 ax_dims.text(d + 0.5, 0.5, str(i), ha="center", va="center", fontsize=5, color="white")
     ax_dims.set_xlim(0, D), ax_dims.set_ylim(0, 1), ax_dims.set_yticks([])
-    pairing = "pair i = dims (i, i+P)" if spec.layout == "half" else "pair i = dims (2i, 2i+1)"
+    pairing = {"half": "pair i = dims (i, i+P)", "interleaved": "pair i = dims (2i, 2i+1)",
+               "interleaved_to_half": "pair i = dims (2i, 2i+1) in, (i, i+P) out"}[spec.layout]
     tail = f"; dims {spec.rotary_dim}..{D - 1} pass through" if spec.rotary_dim < D else ""
     ax_dims.set_xlabel(f"head dims 0 .. {D - 1}, layout '{spec.layout}': {pairing}{tail}", fontsize=8)
 

@@ -2,7 +2,9 @@
 
 These run before the graph (in the pre-processor or the serving loop) and produce the
 ``position_ids`` the rotary module and the exported graphs take as given:
-``[A, B, S]`` int64, axis 0 first.
+``[A, B, S]`` int64, axis 0 first. `vision_grid_inputs` builds every grid-dependent input of
+an exported Qwen-VL vision encoder (`rope_export.hf.vision_grid`) with numpy alone: importing
+this module imports no torch, so a serving process needs none.
 
 Example (one 4x6-patch image, merged 2x2, between two text runs):
     >>> import torch
@@ -14,16 +16,21 @@ Example (one 4x6-patch image, merged 2x2, between two text runs):
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
+import numpy as np
 
-__all__ = ["mrope_position_ids", "vision_position_ids", "patch_grid_positions"]
+if TYPE_CHECKING:  # torch is imported by the functions that use it: vision_grid_inputs needs none
+    import torch
+
+__all__ = ["mrope_position_ids", "vision_position_ids", "patch_grid_positions", "vision_grid_inputs"]
 
 TEXT, IMAGE, VIDEO = 0, 1, 2
 
 
 def _grid_block(start: int, t: int, h: int, w: int, time_interval: float) -> torch.Tensor:
+    import torch
+
     # [3, t*h*w]: temporal index scaled by the interval, rows and columns offset by start.
     tt = (torch.arange(t) * time_interval).long() + start
     hh = torch.arange(h) + start
@@ -60,6 +67,8 @@ def mrope_position_ids(
     Raises:
         ValueError: when the tokens ask for more grids than given, or shapes disagree.
     """
+    import torch
+
     if token_types.dim() != 2:
         raise ValueError(f"token_types must be [B, S], got shape {tuple(token_types.shape)}")
     grids = {IMAGE: list(image_grid_thw.tolist()) if image_grid_thw is not None else [],
@@ -114,6 +123,8 @@ def vision_position_ids(grid_thw: torch.Tensor, spatial_merge_size: int = 1) -> 
     Returns:
         int64 ``[2, 1, sum(t*h*w)]`` (rows, columns), ready for a 2-axis spec.
     """
+    import torch
+
     rows, cols = [], []
     for t, h, w in grid_thw.tolist():
         m = spatial_merge_size
@@ -139,6 +150,8 @@ def patch_grid_positions(height: int, width: int, *, offset: int = 0, cls_token:
     >>> patch_grid_positions(2, 2, offset=1, cls_token="last")[:, 0].tolist()
     [[1, 1, 2, 2, 0], [1, 2, 1, 2, 0]]
     """
+    import torch
+
     if height <= 0 or width <= 0:
         raise ValueError(f"height and width must be positive, got {height}x{width}")
     rows, cols = torch.meshgrid(torch.arange(height) + offset, torch.arange(width) + offset, indexing="ij")
@@ -149,3 +162,121 @@ def patch_grid_positions(height: int, width: int, *, offset: int = 0, cls_token:
         zero = torch.zeros(2, 1, dtype=torch.int64)
         pos = torch.cat([zero, pos] if cls_token == "first" else [pos, zero], dim=1)
     return pos[:, None, :]
+
+
+# ---- Qwen-VL vision encoders: the grid-dependent inputs, with numpy alone ----------------------
+
+def _grids(grid_thw, merge: int) -> np.ndarray:
+    grid = np.asarray(grid_thw)
+    if grid.ndim != 2 or grid.shape[1] != 3 or grid.shape[0] == 0 or not np.issubdtype(grid.dtype, np.integer):
+        raise ValueError(f"grid_thw must be a non-empty [N, 3] integer array of (t, h, w), got {grid.dtype} {grid.shape}")
+    if (grid <= 0).any():
+        raise ValueError(f"grid_thw entries must be positive, got {grid.tolist()}")
+    if (grid[:, 1:] % merge).any():
+        raise ValueError(f"grid_thw {grid.tolist()}: h and w must be multiples of spatial_merge_size {merge}")
+    return grid.astype(np.int64)
+
+
+def _block_order(h: int, w: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    # (row, col) of each patch, patches of one m x m merge block adjacent (the encoder's order).
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    block = (h // m, m, w // m, m)
+    return rows.reshape(block).transpose(0, 2, 1, 3).ravel(), cols.reshape(block).transpose(0, 2, 1, 3).ravel()
+
+
+def _window_index(grid: np.ndarray, m: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    # Merged blocks regrouped window by window (window x window blocks, row-major, each frame
+    # on its own); cu_window_seqlens counts patches. Partial windows at the edges are kept short.
+    index, cu, offset = [], [0], 0
+    for t, h, w in grid.tolist():
+        bh, bw = h // m, w // m
+        blocks = np.arange(t * bh * bw).reshape(t, bh, bw) + offset
+        for frame in blocks:
+            for r in range(0, bh, window):
+                for c in range(0, bw, window):
+                    chunk = frame[r:r + window, c:c + window].ravel()
+                    index.append(chunk)
+                    cu.append(cu[-1] + chunk.size * m * m)
+        offset += t * bh * bw
+    return np.concatenate(index), np.asarray(cu, dtype=np.int32)
+
+
+def _axis_taps(index: np.ndarray, size: np.ndarray, side: int, align_corners: bool) -> tuple[np.ndarray, np.ndarray]:
+    # Bilinear taps into a side-long learned table for `index` on an axis resampled to `size`,
+    # in float32 as the model computes them (F.interpolate's source coordinate).
+    index, size = index.astype(np.float32), size.astype(np.float32)
+    if align_corners:
+        src = index * np.float32(side - 1) / np.maximum(size - 1, np.float32(1))
+    else:
+        src = (index + np.float32(0.5)) * np.float32(side) / size - np.float32(0.5)
+    floor = np.floor(src)
+    offsets = np.arange(2, dtype=np.float32)
+    taps = np.clip(floor.astype(np.int64)[:, None] + offsets.astype(np.int64), 0, side - 1)
+    weights = np.clip(np.float32(1) - np.abs(src[:, None] - floor[:, None] - offsets), np.float32(0), None)
+    return taps, weights.astype(np.float32)
+
+
+def vision_grid_inputs(grid_thw, *, spatial_merge_size: int, window_size: int | None = None,
+                       patch_size: int | None = None, num_grid_per_side: int | None = None,
+                       interpolation: str = "bilinear", align_corners: bool = True) -> dict[str, np.ndarray]:
+    """The grid-dependent inputs of an exported Qwen-VL vision encoder, computed with numpy.
+
+    An encoder exported by `rope_export.hf.vision_grid` takes these as graph inputs beside
+    ``pixel_values``; its ONNX metadata ``rope_export.vision_grid`` holds the keyword
+    arguments to pass here. Patches come in the encoder's order: per image (and frame),
+    ``merge x merge`` blocks row-major, the patches of a block adjacent.
+
+    Args:
+        grid_thw: ``[N, 3]`` integer (t, h, w) patch grids, one row per image or video, h and w
+            multiples of ``spatial_merge_size``. Below P = sum(t*h*w) patches, M = 2 patches
+            per block side.
+        spatial_merge_size: the vision config's ``spatial_merge_size`` (2 for Qwen2/2.5/3-VL).
+        window_size, patch_size: Qwen2.5-VL's window attention (``window_size`` in pixels, 112);
+            both or neither.
+        num_grid_per_side: Qwen3-VL's learned position table side (sqrt of
+            ``num_position_embeddings``); resampled bilinearly to each grid.
+        interpolation, align_corners: the resampling (Qwen3-VL: "bilinear", True).
+    Returns:
+        ``position_ids`` int64 [P, 2] (row, column) for the rotary; ``cu_seqlens`` int32
+        [1 + sum(t)], one attention segment per frame; with a window: ``window_index`` int64
+        [P / M^2] (blocks in window order) and ``cu_window_seqlens`` int32 (patches per window,
+        cumulated); with a table: ``interp_indices`` int64 [P, 4] and ``interp_weights``
+        float32 [P, 4].
+    Raises:
+        ValueError: a malformed grid or an incomplete set of parameters.
+
+    >>> inputs = vision_grid_inputs([[1, 2, 4]], spatial_merge_size=2)
+    >>> inputs["position_ids"].T.tolist(), inputs["cu_seqlens"].tolist()
+    ([[0, 0, 1, 1, 0, 0, 1, 1], [0, 1, 0, 1, 2, 3, 2, 3]], [0, 8])
+    """
+    m = int(spatial_merge_size)
+    if m < 1:
+        raise ValueError(f"spatial_merge_size must be >= 1, got {spatial_merge_size}")
+    grid = _grids(grid_thw, m)
+    rows, cols, heights, widths = [], [], [], []
+    for t, h, w in grid.tolist():
+        r, c = _block_order(h, w, m)
+        rows.append(np.tile(r, t))
+        cols.append(np.tile(c, t))
+        heights.append(np.full(t * h * w, h))
+        widths.append(np.full(t * h * w, w))
+    row, col = np.concatenate(rows), np.concatenate(cols)
+    frames = np.repeat(grid[:, 1] * grid[:, 2], grid[:, 0])
+    out = {"position_ids": np.stack([row, col], axis=-1).astype(np.int64),
+           "cu_seqlens": np.concatenate([[0], np.cumsum(frames)]).astype(np.int32)}
+    if (window_size is None) != (patch_size is None):
+        raise ValueError("window_size and patch_size go together (Qwen2.5-VL's window attention)")
+    if window_size is not None:
+        window = int(window_size) // m // int(patch_size)
+        if window < 1:
+            raise ValueError(f"window_size {window_size} is smaller than one merged block ({m} x {patch_size} px)")
+        out["window_index"], out["cu_window_seqlens"] = _window_index(grid, m, window)
+    if num_grid_per_side is not None:
+        if interpolation != "bilinear":
+            raise ValueError(f"interpolation {interpolation!r}: only 'bilinear' (Qwen3-VL's) is implemented")
+        side = int(num_grid_per_side)
+        h_taps, h_w = _axis_taps(row, np.concatenate(heights), side, align_corners)
+        w_taps, w_w = _axis_taps(col, np.concatenate(widths), side, align_corners)
+        out["interp_indices"] = (h_taps[:, :, None] * side + w_taps[:, None, :]).reshape(-1, 4)
+        out["interp_weights"] = (h_w[:, :, None] * w_w[:, None, :]).reshape(-1, 4)
+    return out

@@ -50,11 +50,11 @@ def rotate(x: torch.Tensor, position_ids: torch.Tensor, spec) -> torch.Tensor:
     half = spec.rotary_dim // 2
     freqs = inv_freq_for(spec, int(position_ids.max()))
     for i in range(half):
-        a, b = (i, i + half) if spec.layout == "half" else (2 * i, 2 * i + 1)
+        (a, b), (oa, ob) = spec.pair_dims(i), spec.output_dims(i)  # read, written (DeepSeek: de-interleaved)
         theta = pos[spec.axis_of_pair[i]] * freqs[i]  # [B, S]
         c = (torch.cos(theta) * spec.attention_scaling)[:, None, :]
         s = (torch.sin(theta) * spec.attention_scaling)[:, None, :]
         xa, xb = x[..., a], x[..., b]
-        out[..., a] = xa * c - xb * s
-        out[..., b] = xb * c + xa * s
+        out[..., oa] = xa * c - xb * s
+        out[..., ob] = xb * c + xa * s
     return out

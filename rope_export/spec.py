@@ -35,7 +35,7 @@ from .values import float32_tuple, freeze, thaw
 
 __all__ = ["RopeSpec", "DynamicNTK", "LongRopeSwitch", "LAYOUTS"]
 
-LAYOUTS = ("half", "interleaved")
+LAYOUTS = ("half", "interleaved", "interleaved_to_half")
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,9 @@ class RopeSpec:
         head_dim: D, the last dim of q and k; even.
         rotary_dim: R <= D, dims that rotate (partial rotary leaves ``D - R`` untouched); even.
         inv_freq: P = R // 2 float32 values (stored as Python floats), one per pair.
-        layout: "half" (pair i = dims i, i+P) or "interleaved" (pair i = dims 2i, 2i+1).
+        layout: "half" (pair i = dims i, i+P) or "interleaved" (pair i = dims 2i, 2i+1), or
+            "interleaved_to_half": pair i reads dims 2i, 2i+1 and writes dims i, i+P (DeepSeek
+            V3's ``rope_interleave``: the rotated dims come out de-interleaved).
         num_axes: A, the number of position streams (1 text, 2 image rows/cols, 3 M-RoPE t/h/w).
         axis_of_pair: P ints in [0, A): which position stream pair i follows.
         attention_scaling: multiplies cos and sin (YaRN, LongRoPE); 1.0 otherwise.
@@ -136,8 +138,14 @@ class RopeSpec:
         return (batch, seq) if self.num_axes == 1 else (self.num_axes, batch, seq)
 
     def pair_dims(self, i: int) -> tuple[int, int]:
-        """The two dims of head_dim that pair ``i`` rotates, in this layout."""
+        """The two dims of head_dim that pair ``i`` rotates, in this layout (the input dims;
+        "interleaved_to_half" writes them to ``(i, i + P)``: `output_dims`)."""
         return (i, i + self.num_pairs) if self.layout == "half" else (2 * i, 2 * i + 1)
+
+    def output_dims(self, i: int) -> tuple[int, int]:
+        """The two dims pair ``i``'s rotated values are written to (`pair_dims` but for
+        "interleaved_to_half")."""
+        return (i, i + self.num_pairs) if self.layout == "interleaved_to_half" else self.pair_dims(i)
 
     def with_layout(self, layout: str) -> "RopeSpec":
         """The same rotation applied to the other dim pairing."""
@@ -220,10 +228,10 @@ class RopeSpec:
     ) -> "RopeSpec":
         """Multi-axis RoPE (Qwen2-VL M-RoPE); positions are ``[A, B, S]`` with A = len(sections).
 
-        ``sections`` counts pairs per axis and must sum to ``head_dim // 2``. Contiguous
-        (Qwen2-VL, Qwen2.5-VL): pairs ``[0, s0)`` follow axis 0, the next ``s1`` axis 1, ...
+        ``sections`` counts pairs per axis. Contiguous (Qwen2-VL, Qwen2.5-VL): they must sum to
+        ``head_dim // 2``; pairs ``[0, s0)`` follow axis 0, the next ``s1`` axis 1, ...
         Interleaved (Qwen3-VL): pair j follows axis ``a = j % A`` when ``a > 0`` and
-        ``j < A * sections[a]``, else axis 0. The frequency table is the 1D one, never
+        ``j < A * sections[a]``, else axis 0 (any sum). The frequency table is the 1D one, never
         restarted per section.
 
         >>> RopeSpec.mrope(128, [24, 20, 20], interleaved=True).axis_of_pair[:6]

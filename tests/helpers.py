@@ -7,6 +7,7 @@ import dataclasses
 import torch
 
 import rope_export as rx
+from rope_export.spec import LAYOUTS
 from rope_export.validate import reference_error_bound
 
 PRESETS = rx.list_presets()
@@ -23,12 +24,12 @@ SCALING_SPECS = {
 
 
 def all_specs():
-    """Every preset and tiny scaling config, in both layouts: (id, spec)."""
+    """Every preset and tiny scaling config, in every layout: (id, spec)."""
     out = []
     named = [(n, rx.load_preset(n)) for n in PRESETS]
     named += [(n, rx.RopeSpec.from_hf_config(c, name=n)) for n, c in SCALING_SPECS.items()]
     for name, spec in named:
-        for layout in ("half", "interleaved"):
+        for layout in LAYOUTS:
             out.append((f"{name}-{layout}", dataclasses.replace(spec, layout=layout)))
     return out
 

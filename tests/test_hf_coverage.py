@@ -34,7 +34,7 @@ def test_no_row_is_silently_wrong(rows):
     counts = summary(rows)
     wrong = [(r.model_type, r.part, r.layer_type, r.detail) for r in rows if r.status == "wrong"]
     assert not wrong, wrong
-    assert counts["exact"] >= 250, counts  # transformers 5.23: 255 of 340 rows
+    assert counts["exact"] >= 285, counts  # transformers 5.23: 287 of 340 rows
     for r in rows:
         if r.status == "unprobed":
             assert (r.model_type, r.part) in CHECKED_ELSEWHERE, (r.model_type, r.part, r.detail)
@@ -46,13 +46,15 @@ def test_verified_table_is_what_the_probe_proves(rows):
     assert proved - VERIFIED_TEXT == set(), f"newly exact, add to VERIFIED_TEXT: {sorted(proved - VERIFIED_TEXT)}"
 
 
-@pytest.mark.parametrize("model_type", ["glm4", "cohere", "deepseek_v3", "gemma3", "jetmoe", "qwen3_5", "nanochat"])
+@pytest.mark.parametrize("model_type", ["glm4", "cohere", "deepseek_v2", "deepseek_v3", "glm4_moe_lite", "longcat_flash",
+                                        "gemma3", "jetmoe", "qwen3_5", "nanochat", "deepseek_v32"])
 def test_families_the_issue_named(model_type):
-    """GPT-J-style pairing (GLM, Cohere), MLA, per-layer types (Gemma 3), kv_channels (JetMoE),
-    M-RoPE with partial rotary (Qwen3.5): exact; de-interleaving MLA and NanoChat's negative
-    rotation: refused with the reason."""
+    """GPT-J-style pairing (GLM, Cohere), MLA (DeepSeek V2's complex pairs, V3's and
+    LongCat's de-interleaving), per-layer types (Gemma 3), kv_channels (JetMoE), M-RoPE with
+    partial rotary (Qwen3.5): exact; NanoChat's negative rotation and DeepSeek V3.2's two
+    pairings (indexer and attention) from one rotary: refused with the reason."""
     got = {(r.layer_type, r.status) for r in probe_model_type(model_type) if r.part == "text"}
-    if model_type in ("deepseek_v3", "nanochat"):
+    if model_type in ("deepseek_v32", "nanochat"):
         assert {s for _, s in got} == {"refused"}, got
     else:
         assert {s for _, s in got} == {"exact"}, got
@@ -65,8 +67,9 @@ def test_unverified_and_refused_types_name_the_reason():
         rx.RopeSpec.from_hf_config({"model_type": "made_up_llm", "hidden_size": 64, "num_attention_heads": 2})
     with pytest.raises(ValueError, match="minus the angle"):
         rx.RopeSpec.from_hf_config({"model_type": "nanochat", "hidden_size": 64, "num_attention_heads": 2})
-    with pytest.raises(ValueError, match="rope_interleave"):
-        rx.RopeSpec.from_hf_config(transformers.DeepseekV3Config().to_dict())
+    with pytest.raises(ValueError, match="indexer and its attention"):
+        rx.RopeSpec.from_hf_config(transformers.DeepseekV32Config().to_dict())
+    assert rx.RopeSpec.from_hf_config(transformers.DeepseekV3Config().to_dict()).layout == "interleaved_to_half"
     # An unverified type checked against transformers' code for this very config.
     from rope_export.hf.coverage import check_config
 

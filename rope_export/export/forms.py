@@ -52,6 +52,8 @@ def form_refusal(form: str, spec: RopeSpec) -> str | None:
         return "form 'table' needs a spec without a length rule (dynamic NTK / LongRoPE)"
     if form == "plugin" and spec.length_rule is not None:
         return "form 'plugin' supports specs without a length rule (dynamic NTK / LongRoPE)"
+    if form == "plugin" and spec.layout == "interleaved_to_half":
+        return "form 'plugin' does not de-interleave (layout 'interleaved_to_half'): use another form"
     return None
 
 

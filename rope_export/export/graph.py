@@ -22,7 +22,7 @@ from torch import nn
 
 from .._util import DTYPE_NAMES, atomic_write, check_output_path, quiet_exporter, torch_dtype
 from ..axes import stream_order
-from ..modules import RotaryEmbedding, apply_rotary
+from ..modules import RotaryEmbedding, apply_rotary, deinterleave
 from ..spec import RopeSpec
 from .forms import resolve_form
 from .metadata import set_metadata
@@ -65,7 +65,9 @@ class ExportModule(nn.Module):
                                          persistent=False)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, position_ids: torch.Tensor):
-        inter, rot = int(self.spec.layout == "interleaved"), self.spec.rotary_dim
+        inter, rot, layout = int(self.spec.layout == "interleaved"), self.spec.rotary_dim, self.spec.layout
+        if layout == "interleaved_to_half":  # one Reshape/Transpose per input, then the half form
+            q, k, layout = deinterleave(q, rot), deinterleave(k, rot), "half"
         if self.form == "table" and self.spec.num_axes == 1:
             # The op looks rows up by position; onnxruntime rejects positions past the table.
             return (table_op(q, self.cos_table, self.sin_table, position_ids, inter, rot, q.shape[1]),
@@ -80,7 +82,7 @@ class ExportModule(nn.Module):
             return (rotary_op(q, cos, sin, inter, rot, q.shape[1]), rotary_op(k, cos, sin, inter, rot, k.shape[1]))
         cos, sin = self.rope.cos_sin(position_ids)
         if self.form == "decomposed":
-            return apply_rotary(q, cos, sin, self.spec.layout), apply_rotary(k, cos, sin, self.spec.layout)
+            return apply_rotary(q, cos, sin, layout), apply_rotary(k, cos, sin, layout)
         # The rotary ops take cos/sin in the activation dtype; the angles stay float32.
         cos, sin = cos.to(q.dtype), sin.to(q.dtype)
         if self.form == "contrib":

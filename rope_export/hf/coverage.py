@@ -46,9 +46,16 @@ def rotary_model_types() -> list[str]:
 
 
 # Model types whose default config does not run their own rotary code: the fields their
-# published checkpoints set (GLM-4.1V / 4.5V: partial_rotary_factor 0.5 with mrope_section [8, 12, 12]).
-CONFIG_FIXES = {t: {"rope_parameters": {"partial_rotary_factor": 0.5}}
-                for t in ("glm4v", "glm4v_text", "glm4v_moe", "glm4v_moe_text", "glm_image", "glm_image_text")}
+# published checkpoints set. GLM-4.1V / 4.5V: partial_rotary_factor 0.5 with mrope_section
+# [8, 12, 12]; GLM-4.5V (zai-org/GLM-4.5V config.json) also head_dim 128 (the default 4096 / 96
+# heads gives 42). Qwen3-Omni-30B-A3B's thinker text (Qwen/Qwen3-Omni-30B-A3B-Instruct
+# config.json): 32 query heads, 4 KV heads, head_dim 128 (the default 2048 / 28 gives 73).
+_GLM_PARTIAL = {"rope_parameters": {"partial_rotary_factor": 0.5}}
+CONFIG_FIXES = {
+    **{t: _GLM_PARTIAL for t in ("glm4v", "glm4v_text", "glm_image", "glm_image_text")},
+    **{t: {**_GLM_PARTIAL, "head_dim": 128} for t in ("glm4v_moe", "glm4v_moe_text")},
+    "qwen3_omni_moe_text": {"num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128},
+}
 
 
 def _default_config(config_cls, model_type: str):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import os
 import tempfile
 
@@ -27,7 +28,9 @@ from ..export.forms import FUSED_OPSET
 from ..hf_config import head_dim_of, load_config, select_part
 from ..validate.compare import compare
 from ..validate.runners import OnnxRuntimeRunner
-from .patch import patch, rotary_kind
+from .inputs import example_inputs, reference_cases
+from .patch import patch
+from .vision_grid import METADATA_KEY as GRID_METADATA_KEY, GridEncoder
 
 __all__ = ["HFExportReport", "export_hf", "tiny_model", "example_inputs", "export_bytes", "RTOL", "TOLERANCE"]
 
@@ -72,8 +75,12 @@ def _narrow(cfg: dict, part: str, layers: int) -> dict:
     else:  # Qwen vision: embed_dim is the attention width, hidden_size the merger's output
         cfg.update(embed_dim=new_width, num_heads=new_heads, hidden_size=new_width, intermediate_size=2 * new_width,
                    out_hidden_size=new_width)
-        if "deepstack_visual_indexes" in cfg:
-            cfg["deepstack_visual_indexes"] = []
+        # Keep every kind of layer in the narrowed encoder: Qwen3's deepstack taps, Qwen2.5's
+        # full-attention blocks (the others attend within windows).
+        if model_type == "qwen3_vl_vision":
+            cfg["deepstack_visual_indexes"] = [0]
+        if model_type == "qwen2_5_vl_vision":
+            cfg["fullatt_block_indexes"] = [layers - 1]
     return cfg
 
 
@@ -127,72 +134,6 @@ def tiny_model(config, part: str = "text", layers: int = 2, *, seed: int = 0, fu
     return model.float().eval()
 
 
-class _Text(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask, position_ids):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          use_cache=False).last_hidden_state
-
-
-class _Vision(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, *inputs):
-        return self.model(*inputs).last_hidden_state
-
-
-def _kind(model: nn.Module) -> str:
-    """The input family, read off the model's rotary module (`patch.rotary_kind`)."""
-    for module in model.modules():
-        cls = type(module).__name__
-        if "Rotary" in cls:
-            kind = rotary_kind(module)[0]
-            if kind == "vision_hw":  # same rotary, different inputs
-                return "pixtral" if cls.startswith("Pixtral") else "qwen_vision"
-            return kind
-    raise ValueError(f"{type(model).__name__} has no rotary module")
-
-
-def example_inputs(model: nn.Module, *, batch: int = 2, seq: int = 9, seed: int = 0):
-    """(wrapper module, input tuple, input names, dynamic axes) for ``model``.
-
-    Text: ``input_ids`` [B, S], ``attention_mask`` [B, S] (ones) and ``position_ids`` ([B, S],
-    or [3, B, S] with three different streams for M-RoPE), B and S dynamic. Vision: one image
-    at a fixed size (non-square for Pixtral and Qwen, the configured size for Llama 4), static
-    shapes.
-    """
-    g = torch.Generator().manual_seed(seed)
-    kind, cfg = _kind(model), model.config
-    if kind in ("text", "mrope"):
-        ids = torch.randint(0, cfg.vocab_size, (batch, seq), generator=g)
-        steps = torch.arange(seq) + int(torch.randint(0, 50, (1,), generator=g))
-        mask = torch.ones(batch, seq, dtype=torch.int64)
-        axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
-        if kind == "text":
-            pos = steps.expand(batch, seq).contiguous()
-            axes["position_ids"] = {0: "batch", 1: "sequence"}
-        else:  # t, h, w streams as an image grid gives them
-            pos = torch.stack([steps, steps // 3, steps % 4])[:, None].expand(3, batch, seq).contiguous()
-            axes["position_ids"] = {1: "batch", 2: "sequence"}
-        return _Text(model), (ids, mask, pos), ["input_ids", "attention_mask", "position_ids"], axes
-    if kind == "llama4_vision":
-        pixels = torch.randn(1, cfg.num_channels, cfg.image_size, cfg.image_size, generator=g)
-        return _Vision(model), (pixels,), ["pixel_values"], {}
-    patch = int(cfg.patch_size)
-    if kind == "pixtral":
-        pixels = torch.randn(1, cfg.num_channels, 4 * patch, 3 * patch, generator=g)
-        return _Vision(model), (pixels,), ["pixel_values"], {}
-    merge, temporal = int(cfg.spatial_merge_size), int(getattr(cfg, "temporal_patch_size", 2))
-    grid = torch.tensor([[1, 2 * merge, 3 * merge]])
-    features = torch.randn(int(grid.prod()), cfg.in_channels * temporal * patch * patch, generator=g)
-    return _Vision(model), (features, grid), ["hidden_states", "grid_thw"], {}
-
-
 def export_bytes(wrapper, args, names, axes, *, exporter: str, opset: int, fused: bool = False) -> bytes:
     """The ONNX bytes of ``wrapper(*args)`` (`example_inputs`) from the dynamo or the legacy
     exporter; ``fused``: the model is patched with the fused rotary, which needs opset 23."""
@@ -207,19 +148,21 @@ def export_bytes(wrapper, args, names, axes, *, exporter: str, opset: int, fused
 
 
 def _export_bytes(wrapper, args, names, axes, *, exporter: str, opset: int) -> bytes:
+    outputs = list(getattr(wrapper, "output_names", ["last_hidden_state"]))
     if exporter == "dynamo":
         dims = {}
-        for name, spec in axes.items():
-            dims[name] = {i: torch.export.Dim(label, min=1) for i, label in spec.items()}
+        for name, spec in axes.items():  # a label, or a torch.export.Dim (derived dims: GridEncoder)
+            dims[name] = {i: torch.export.Dim(d, min=1) if isinstance(d, str) else d for i, d in spec.items()}
         dynamic = tuple(dims.get(n) for n in names) if dims else None
         with quiet_exporter():
             program = torch.onnx.export(wrapper, args, dynamo=True, opset_version=opset, dynamic_shapes=dynamic,
-                                        input_names=names, output_names=["last_hidden_state"], verify=False, report=False)
+                                        input_names=names, output_names=outputs, verify=False, report=False)
         return program.model_proto.SerializeToString()
     with tempfile.TemporaryDirectory() as tmp, quiet_exporter():
         path = os.path.join(tmp, "m.onnx")
+        labels = {n: {i: str(d) for i, d in spec.items()} for n, spec in axes.items()}
         torch.onnx.export(wrapper, args, path, dynamo=False, opset_version=opset, input_names=names,
-                          output_names=["last_hidden_state"], dynamic_axes=axes or None)
+                          output_names=outputs, dynamic_axes=labels or None)
         with open(path, "rb") as f:
             return f.read()
 
@@ -236,7 +179,7 @@ class HFExportReport:
     unpatched_error: str | None
     max_abs_diff: float
     tolerance: float
-    checked_shapes: list
+    checked_shapes: list  # a label per case: the input shape, or the image grid
     within_tolerance: bool  # every element of every case, NaN and infinity failing
     errors: list = dataclasses.field(default_factory=list)  # cases onnxruntime could not run
 
@@ -249,9 +192,10 @@ class HFExportReport:
         for name, cls, spec in self.replaced:
             lines.append(f"  patched {name} ({cls}): {spec.describe()}")
         before = (f"{self.nodes_unpatched} nodes unpatched" if self.nodes_unpatched is not None
-                  else f"unpatched export fails: {self.unpatched_error}")
+                  else f"unpatched export fails: {self.unpatched_error}" if self.unpatched_error
+                  else "unpatched not exported")
         lines.append(f"  graph: {self.nodes} nodes, {self.rotary_nodes} RotaryEmbedding ({before})")
-        lines.append(f"  onnxruntime vs unpatched transformers, shapes {self.checked_shapes}: max |diff| "
+        lines.append(f"  onnxruntime vs unpatched transformers at {'; '.join(self.checked_shapes)}: max |diff| "
                      f"{self.max_abs_diff:.3g} (tolerance {self.tolerance:.3g}) -> {'PASS' if self.passed else 'FAIL'}")
         lines.extend(f"  onnxruntime could not run {err}" for err in self.errors)
         return "\n".join(lines)
@@ -296,26 +240,29 @@ def export_hf(config, out, *, part: str = "text", layers: int = 2, exporter: str
             unpatched_error = error_line(exc)[:200]
     say("running onnxruntime")
     runner = OnnxRuntimeRunner(data, "cpu")
-    cases = [args]
-    if axes:  # a batch and sequence the export never saw
-        cases.append(example_inputs(model, batch=3, seq=13, seed=seed + 1)[1])
     fed = set(runner.input_names)  # the legacy exporter folds inputs used only in Python
     worst, scale, shapes, ok, errors = 0.0, 1.0, [], True, []
-    for case in cases:
-        with torch.no_grad():
-            want = wrapper(*case).numpy()
+    for label, case, wants in reference_cases(model, wrapper, args, axes, seed):
         try:
-            got = runner.run_feeds({n: a.numpy() for n, a in zip(names, case) if n in fed})[0]
+            gots = runner.run_feeds({n: a.numpy() for n, a in zip(names, case) if n in fed})
         except Exception as exc:  # noqa: BLE001 - e.g. a graph the exporter specialised to the traced shape
-            errors.append(f"shape {tuple(case[0].shape)}: {error_line(exc)[:300]}")
+            errors.append(f"{label}: {error_line(exc)[:300]}")
             continue
-        if got.shape != want.shape:
-            raise RuntimeError(f"onnxruntime output shape {got.shape} != transformers {want.shape}")
-        stats = compare(got, want, TOLERANCE, scale="tensor")
-        ok = ok and stats["ok"]
-        worst = max(worst, stats["max_abs_err"])
-        scale = max(scale, float(np.abs(want).max()))
-        shapes.append(tuple(case[0].shape))
+        if len(gots) != len(wants):
+            raise RuntimeError(f"{label}: onnxruntime gave {len(gots)} outputs, transformers {len(wants)}")
+        for got, want in zip(gots, (w.numpy() for w in wants)):
+            if got.shape != want.shape:
+                raise RuntimeError(f"{label}: onnxruntime output shape {got.shape} != transformers {want.shape}")
+            stats = compare(got, want, TOLERANCE, scale="tensor")
+            ok = ok and stats["ok"]
+            worst = max(worst, stats["max_abs_err"])
+            scale = max(scale, float(np.abs(want).max()))
+        shapes.append(label)
+    if isinstance(wrapper, GridEncoder):  # what a serving process passes to vision_grid_inputs
+        proto = onnx.load_from_string(data)
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = GRID_METADATA_KEY, json.dumps(wrapper.params)
+        data = proto.SerializeToString()
     atomic_write(out, data)
     return HFExportReport(path=os.fspath(out), model=type(model).__name__, exporter=exporter, replaced=replaced,
                           nodes=len(ops), rotary_nodes=ops.count("RotaryEmbedding"), nodes_unpatched=unpatched_nodes,

@@ -25,9 +25,10 @@ while any model of an architecture is patched, every model of that architecture 
 uses the swapped functions (same results, rotation in float32).
 
 Supported (transformers 5.x): any text decoder whose rotary is called as
-``forward(x, position_ids)``, whose config reads as a verified half-layout one-axis or M-RoPE
-spec, and whose modeling file's ``apply_rotary_pos_emb`` rotates as ours does (checked on probe
-inputs at patch time; `rotary_kind`); vision encoders Pixtral, Llama 4 vision (complex rotary),
+``forward(x, position_ids)``, whose config reads as a verified one-axis or M-RoPE spec, and
+whose modeling file's ``apply_rotary_pos_emb`` (``apply_rotary_pos_emb_interleave`` for the
+"interleaved_to_half" layout, DeepSeek V3) rotates as ours does (checked on probe inputs at
+patch time; `rotary_kind`); vision encoders Pixtral, Llama 4 vision (complex rotary),
 Qwen2-VL, Qwen2.5-VL, Qwen3-VL. Anything else is refused with the module named.
 """
 
@@ -56,7 +57,7 @@ class _Swap:
     replacement: object
     fused: bool
     fmt: str = "cat"
-    interleaved: bool = False
+    layout: str = "half"
     users: int = 0
 
 
@@ -156,8 +157,8 @@ def patch(model: nn.Module, *, fused: bool = True) -> Patch:
     for _, module, (kind, functions), adapter in plans:
         for fn in functions:
             key = (type(module).__module__, fn)
-            how = (adapter.fmt, adapter.spec.layout == "interleaved")
-            if key in _SWAPS and (_SWAPS[key].fused, _SWAPS[key].fmt, _SWAPS[key].interleaved) != (fused, *how):
+            how = (adapter.fmt, adapter.spec.layout)
+            if key in _SWAPS and (_SWAPS[key].fused, _SWAPS[key].fmt, _SWAPS[key].layout) != (fused, *how):
                 raise ValueError(f"{key[0]}.{fn} is already patched with fused={_SWAPS[key].fused} by another model")
             keys.setdefault(key, how)
 
@@ -168,10 +169,10 @@ def patch(model: nn.Module, *, fused: bool = True) -> Patch:
         modules.append((parent, child, module))
         setattr(parent, child, adapter)
         replaced.append((name, type(module).__name__, adapter.spec))
-    for key, (fmt, interleaved) in keys.items():
+    for key, (fmt, layout) in keys.items():
         if key not in _SWAPS:
             original = getattr(sys.modules[key[0]], key[1])
-            _SWAPS[key] = _Swap(original, make_apply(key[1], original, fused, fmt, interleaved), fused, fmt, interleaved)
+            _SWAPS[key] = _Swap(original, make_apply(key[1], original, fused, fmt, layout), fused, fmt, layout)
             setattr(sys.modules[key[0]], key[1], _SWAPS[key].replacement)
         _SWAPS[key].users += 1
     result = Patch(model, replaced, modules, list(keys))
@@ -192,9 +193,10 @@ def rotary_kind(module: nn.Module) -> tuple[str, tuple[str, ...]]:
 
     The vision encoders of `architectures.ROTARY_CLASSES` are known by class. Any other rotary
     qualifies when it is called as ``forward(x, position_ids)``, its config reads (verified) as
-    a one-axis or M-RoPE spec in the half layout, and its modeling file applies it with a
-    module-level ``apply_rotary_pos_emb(q, k, cos, sin, ...)`` that rotates as ours does
-    (checked at patch time on probe inputs).
+    a one-axis or M-RoPE spec, and its modeling file applies it with a module-level
+    ``apply_rotary_pos_emb(q, k, cos, sin, ...)`` (``apply_rotary_pos_emb_interleave`` for the
+    "interleaved_to_half" layout) that rotates as ours does (checked at patch time on probe
+    inputs).
 
     Raises:
         ValueError: why this module cannot be patched.
@@ -212,10 +214,12 @@ def rotary_kind(module: nn.Module) -> tuple[str, tuple[str, ...]]:
     spec = _spec_of(module, "text")
     if spec.num_axes not in (1, 3):
         raise ValueError(f"only one-axis and M-RoPE text rotaries are patched; its spec: {spec.describe()}")
-    apply = getattr(sys.modules[type(module).__module__], "apply_rotary_pos_emb", None)
+    # DeepSeek V3-style rope_interleave: the attention calls its own apply function.
+    function = "apply_rotary_pos_emb_interleave" if spec.layout == "interleaved_to_half" else "apply_rotary_pos_emb"
+    apply = getattr(sys.modules[type(module).__module__], function, None)
     if apply is None or list(inspect.signature(apply).parameters)[:4] != ["q", "k", "cos", "sin"]:
-        raise ValueError(f"its modeling file {type(module).__module__} has no apply_rotary_pos_emb(q, k, cos, sin, ...)")
-    return ("mrope" if spec.num_axes == 3 else "text"), ("apply_rotary_pos_emb",)
+        raise ValueError(f"its modeling file {type(module).__module__} has no {function}(q, k, cos, sin, ...)")
+    return ("mrope" if spec.num_axes == 3 else "text"), (function,)
 
 
 def _spec_of(module: nn.Module, part: str) -> RopeSpec:
@@ -232,7 +236,7 @@ def _check_apply(name: str, module: nn.Module, adapter: HFRotary, function: str)
     original = getattr(sys.modules[type(module).__module__], function)
     if original is getattr(_SWAPS.get((type(module).__module__, function)), "replacement", None):
         return  # already swapped for a twin model: checked then
-    replacement = make_apply(function, original, False, adapter.fmt, adapter.spec.layout == "interleaved")
+    replacement = make_apply(function, original, False, adapter.fmt, adapter.spec.layout)
     pos = _probe_positions(adapter.kind)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():

@@ -5,6 +5,8 @@ function on random q and k) and held against the spec `from_hf_config` reads fro
 
 from __future__ import annotations
 
+import ast
+import copy
 import dataclasses
 import importlib
 import inspect
@@ -126,12 +128,43 @@ def _multi_axis(rotary, pos2d, layer_type, axes: int = 3) -> torch.Tensor | None
     return streams
 
 
-def _apply_function(module, cfg, complex_freqs: bool = False):
+_TOWERS = ("Vision", "Visual", "Audio", "Image")
+
+
+def _apply_calls(module, rotary_name: str) -> dict[str, bool]:
+    """{apply function: every call guarded by ``rope_interleave``} over the modeling file's
+    classes of the rotary's tower (an audio rotary: the Audio classes; a text rotary: the
+    classes named for no tower), read from its source."""
+    tower = next((w for w in _TOWERS if w in rotary_name), None)
+    calls: dict[str, bool] = {}
+
+    def visit(node, guarded: bool) -> None:
+        if isinstance(node, ast.If) and "rope_interleave" in ast.unparse(node.test):
+            guarded = True
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id.startswith("apply_rotary"):
+            calls[node.func.id] = calls.get(node.func.id, True) and guarded
+        for child in ast.iter_child_nodes(node):
+            visit(child, guarded)
+
+    for node in ast.parse(inspect.getsource(module)).body:
+        if isinstance(node, ast.ClassDef) and (tower in node.name if tower else not any(w in node.name for w in _TOWERS)):
+            visit(node, False)
+    return calls
+
+
+def _apply_function(module, cfg, rotary_name: str, complex_freqs: bool = False):
+    """The apply function the rotary's attention calls, or None when that cannot be told."""
     if complex_freqs:
         return getattr(module, "apply_rotary_emb", None)
-    if getattr(cfg, "rope_interleave", False) and hasattr(module, "apply_rotary_pos_emb_interleave"):
-        return module.apply_rotary_pos_emb_interleave
-    return getattr(module, "apply_rotary_pos_emb", None)
+    plain, inter = "apply_rotary_pos_emb", "apply_rotary_pos_emb_interleave"
+    calls = _apply_calls(module, rotary_name)
+    if inter in calls and hasattr(module, inter):
+        if calls[inter]:  # DeepSeek V3: chosen by the config's rope_interleave
+            return getattr(module, inter) if getattr(cfg, "rope_interleave", False) else getattr(module, plain, None)
+        # Always called (LongCat, GLM-5 DSA, dots3); the probe cannot tell which layers call
+        # an unguarded plain one beside it.
+        return None if calls.get(plain) is False else getattr(module, inter)
+    return getattr(module, plain, None)
 
 
 # Decoders whose attention passes only the first rotary dims to the apply function and keeps
@@ -140,9 +173,12 @@ ATTENTION_SLICES = frozenset({"phi", "stablelm", "persimmon"})
 
 
 def _reference(apply, q, k, cos, sin, slices: bool = False):
-    if sin is None:  # complex freqs_cis [B, S, P]; Meta's apply takes q/k as [B, S, H, D]
-        q_rot, k_rot = apply(q.transpose(1, 2), k.transpose(1, 2), cos)
-        return q_rot.transpose(1, 2), k_rot.transpose(1, 2)
+    if sin is None:  # complex freqs_cis [B, S, P]: Meta's apply takes q/k as [B, S, H, D],
+        try:           # DeepSeek V2's as [B, H, S, D] (the probe's head and token counts differ)
+            q_rot, k_rot = apply(q.transpose(1, 2), k.transpose(1, 2), cos)
+            return q_rot.transpose(1, 2), k_rot.transpose(1, 2)
+        except RuntimeError:
+            return apply(q, k, cos)
     if slices:
         width = cos.shape[-1]
         q_rot, k_rot = _reference(apply, q[..., :width], k[..., :width], cos, sin)
@@ -197,6 +233,12 @@ def _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type) -> R
     if part == "vision" or (part != "text" and "vision" in rotary_cls.__name__.lower()):
         return _probe_vision(row, data, cfg, rotary_cls, module, part)
     spec, spec_error = _spec_or_error(data, part, layer_type)
+    declared = getattr(cfg, "layer_types", None)
+    if layer_type is not None and isinstance(declared, list) and layer_type not in declared:
+        # rope parameters for a layer type the default config's layers do not use (Mellum's
+        # sliding layers): its rotary builds only the used types, so declare one layer of it.
+        cfg = copy.deepcopy(cfg)
+        cfg.layer_types = [*declared, layer_type]
     try:
         kwargs = {"layer_type": layer_type} if layer_type is not None and "layer_type" in inspect.signature(rotary_cls.__init__).parameters else {}
         rotary = _build_rotary(rotary_cls, cfg, **kwargs)
@@ -209,9 +251,10 @@ def _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type) -> R
     except Exception as exc:  # noqa: BLE001
         row.detail = f"rotary module: {type(exc).__name__}: {exc}"[:200]
         return _refused_or(row, spec_error)
-    apply = _apply_function(module, cfg, complex_freqs=sin is None)
+    apply = _apply_function(module, cfg, rotary_cls.__name__, complex_freqs=sin is None)
     if apply is None:
-        row.detail = "no module-level apply_rotary_pos_emb (apply_rotary_emb for complex frequencies)"
+        row.detail = ("no module-level apply_rotary_pos_emb (apply_rotary_emb for complex frequencies), or text "
+                      "classes that call both it and apply_rotary_pos_emb_interleave unconditionally")
         return _refused_or(row, spec_error)
     g = torch.Generator().manual_seed(0)
     try:

@@ -13,7 +13,9 @@ from torch import nn
 
 from ..export.forms import FUSED_OPSET
 from ..export.ops import rotary_op
-from ..modules import RotaryEmbedding, apply_rotary
+import inspect
+
+from ..modules import RotaryEmbedding, apply_rotary, deinterleave
 from ..positions import patch_grid_positions
 from ..spec import RopeSpec
 
@@ -21,16 +23,19 @@ __all__ = ["HFRotary", "make_apply", "FORMATS", "widen", "angles_of"]
 
 
 # ------------------------------------------------------------------------ rotation
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool, fused: bool) -> torch.Tensor:
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: str, fused: bool) -> torch.Tensor:
     """x ``[B, H, S, D]``; cos/sin ``[B, S, P]`` (P = rotary_dim / 2) -> rotated x."""
     rotary_dim = 2 * cos.shape[-1]
+    if layout == "interleaved_to_half":
+        x, layout = deinterleave(x, rotary_dim), "half"
+    interleaved = layout == "interleaved"
     if fused and torch.compiler.is_exporting():
         return torch.onnx.ops.rotary_embedding(x, cos.to(x.dtype), sin.to(x.dtype), interleaved=interleaved,
                                                num_heads=x.shape[1], rotary_embedding_dim=rotary_dim)
     if fused and torch.jit.is_tracing():
         _register_legacy_symbolic()
         return rotary_op(x, cos.to(x.dtype), sin.to(x.dtype), int(interleaved), rotary_dim, x.shape[1])
-    return apply_rotary(x, cos.float(), sin.float(), "interleaved" if interleaved else "half")
+    return apply_rotary(x, cos.float(), sin.float(), layout)
 
 
 @functools.cache
@@ -75,11 +80,18 @@ def _batch(cos: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return cos if cos.shape[0] == x.shape[0] else cos.expand(x.shape[0], -1, -1)
 
 
-def make_apply(kind_fn: str, original, fused: bool, fmt: str = "cat", interleaved: bool = False):
+def make_apply(kind_fn: str, original, fused: bool, fmt: str = "cat", layout: str = "half"):
     """The replacement for one module-level apply function: the model's cos/sin come in ``fmt``
-    (`FORMATS`), its pairs are (2i, 2i+1) when ``interleaved``, else (i, i+P)."""
-    if kind_fn == "apply_rotary_pos_emb":
-        def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+    (`FORMATS`), its pairs follow ``layout`` (a `RopeSpec` layout)."""
+    if kind_fn in ("apply_rotary_pos_emb", "apply_rotary_pos_emb_interleave"):
+        # Bound as the original binds them: some take (q, k, cos, sin, position_ids=None,
+        # unsqueeze_dim=1), others (q, k, cos, sin, unsqueeze_dim=1).
+        signature = inspect.signature(original)
+
+        def apply_rotary_pos_emb(q, k, cos, sin, *args, **kwargs):
+            bound = signature.bind(q, k, cos, sin, *args, **kwargs)
+            bound.apply_defaults()
+            unsqueeze_dim = bound.arguments.get("unsqueeze_dim", 1)
             # cos/sin: [B, S, R] (unsqueeze_dim 1 or 2) or [S, R] (unsqueeze_dim 0, Pixtral).
             cos, sin = angles_of(cos, fmt), angles_of(sin, fmt)
             if cos.dim() == 2:
@@ -87,18 +99,22 @@ def make_apply(kind_fn: str, original, fused: bool, fmt: str = "cat", interleave
             heads_second = unsqueeze_dim != 2  # q/k [B, H, S, D]; else [B, S, H, D]
             out = []
             for x in (q, k):
+                if x is None:  # Mistral Large 4 rotates a query alone
+                    out.append(None)
+                    continue
                 xt = x if heads_second else x.transpose(1, 2)
                 c, s = _batch(cos, xt), _batch(sin, xt)
-                y = _rotate(xt, c, s, interleaved, fused)
+                y = _rotate(xt, c, s, layout, fused)
                 out.append(y if heads_second else y.transpose(1, 2))
             return tuple(out)
 
+        apply_rotary_pos_emb.__name__ = kind_fn
         return apply_rotary_pos_emb
     if kind_fn == "apply_rotary_pos_emb_vision":
         def apply_rotary_pos_emb_vision(q, k, cos, sin):
             # q/k [N, H, D] (one packed sequence), cos/sin [N, D] float32.
             c, s = _half(cos)[None], _half(sin)[None]
-            return tuple(_rotate(x.transpose(0, 1)[None], c, s, False, fused)[0].transpose(0, 1) for x in (q, k))
+            return tuple(_rotate(x.transpose(0, 1)[None], c, s, "half", fused)[0].transpose(0, 1) for x in (q, k))
 
         return apply_rotary_pos_emb_vision
 
@@ -109,7 +125,7 @@ def make_apply(kind_fn: str, original, fused: bool, fmt: str = "cat", interleave
         out = []
         for x in (query, key):  # [B, S, H, D]
             c, s = _batch(cos[None], x), _batch(sin[None], x)
-            out.append(_rotate(x.transpose(1, 2), c, s, True, fused).transpose(1, 2))
+            out.append(_rotate(x.transpose(1, 2), c, s, "interleaved", fused).transpose(1, 2))
         return tuple(out)
 
     return vision_apply_rotary_emb
