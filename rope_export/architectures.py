@@ -34,7 +34,7 @@ INTERLEAVED_MROPE = frozenset(_with_text("qwen3_vl", "qwen3_vl_moe", "qwen3_5", 
                                          "qwen3_omni_moe"))
 # The reference code's mrope_section when the config names none.
 DEFAULT_MROPE_SECTION = {
-    **{t: [16, 24, 24] for t in _with_text("qwen2_vl", "qwen2_5_vl")},
+    **{t: [16, 24, 24] for t in _with_text("qwen2_vl", "qwen2_5_vl", "paddleocr_vl")},
     **{t: [24, 20, 20] for t in _with_text("qwen3_vl", "qwen3_vl_moe", "cosmos3_edge", "qwen3_omni_moe")},
     **{t: [11, 11, 10] for t in _with_text("qwen3_5", "qwen3_5_moe", "qwen4_exp")},
     **{t: [8, 12, 12] for t in _with_text("glm_ocr", "glm4v", "glm4v_moe", "glm_image")},
@@ -47,6 +47,10 @@ REFUSED_TEXT = {
     "nanochat": "its rotate_half returns (x2, -x1): it rotates by minus the angle",
     # DeepSeek V3.2's sparse-attention indexer rotates with apply_rotary_pos_emb (half pairs)
     # while its attention de-interleaves (apply_rotary_pos_emb_interleave), from one rotary.
+    # transformers 5.23: the config documents rotary_dim (64) as the rotated dims; the rotary
+    # ignores it and rotates head_dim * partial_rotary_factor (all 128).
+    **{t: "its config's rotary_dim and its rotary disagree (transformers 5.23 rotates head_dim * "
+          "partial_rotary_factor, ignoring rotary_dim)" for t in _with_text("minimax_m3_vl")},
     **{t: "its indexer and its attention rotate the same angles with different pairings (half and de-interleaved); "
           "one spec cannot describe both" for t in ("deepseek_v32", "axk2")},
     **{t: "it recomposes its M-RoPE sections in its own (h, w, t) order with h/w interleaving"
@@ -65,6 +69,8 @@ VISION_FAMILIES = {
        for t in (m, m + "_vision")},
     **{t: "qwen_vl" for t in ("dots3_note_vision_encoder", "qwen2_5_omni_vision_encoder", "qwen3_omni_moe_vision_encoder")},
     "inkling2_vision": "llama4",
+    **{t: "step3" for t in ("step3p5_vision", "step3p7")},
+    **{t: "kimi" for t in ("kimi_k25", "kimi_k25_vision")},
 }
 
 # ------------------------------------------------------------------------- patch
@@ -116,13 +122,13 @@ VERIFIED_TEXT = frozenset({
     "ministral3", "mistral", "mistral4", "mistral_large4_text", "mixtral", "mllama_text_model", "modernbert",
     "modernbert-decoder", "molmo2_text", "moonshine_streaming", "moshi", "muse_glimmer_assistant",
     "muse_glimmer_text", "muse_spark_text", "nemotron", "nemotron3_5_transcribe_asr_audio", "neucodec",
-    "nomic_bert", "olmo", "olmo2", "olmo3", "olmo_hybrid", "olmoe", "openai_privacy_filter", "pe_audio_encoder",
-    "pe_audio_video_encoder", "pe_video_encoder", "persimmon", "phi", "phi3", "phi4_multimodal", "phimoe",
-    "pocket_tts", "pocket_tts_audio_tokenizer", "pocket_tts_audio_tokenizer_decoder",
-    "pocket_tts_audio_tokenizer_encoder", "qwen2", "qwen2_5_omni_dit", "qwen2_5_vl_text", "qwen2_moe",
-    "qwen2_vl_text", "qwen3", "qwen3_5_moe_text", "qwen3_5_text", "qwen3_moe", "qwen3_next",
-    "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen3_vl_text", "qwen4_exp_text", "recurrent_gemma",
-    "seed_oss", "smollm3", "solar_open", "stablelm", "starcoder2", "step3p5", "t5gemma2_text", "timesfm2_5",
-    "ultrabert", "unlimited_ocr_text", "vaultgemma", "voxtral_realtime_text", "xcodec2", "youtu", "zamba2",
-    "zaya",
+    "nomic_bert", "olmo", "olmo2", "olmo3", "olmo_hybrid", "olmoe", "openai_privacy_filter",
+    "paddleocr_vl_text", "pe_audio_encoder", "pe_audio_video_encoder", "pe_video_encoder", "persimmon", "phi",
+    "phi3", "phi4_multimodal", "phimoe", "pocket_tts", "pocket_tts_audio_tokenizer",
+    "pocket_tts_audio_tokenizer_decoder", "pocket_tts_audio_tokenizer_encoder", "qwen2", "qwen2_5_omni_dit",
+    "qwen2_5_vl_text", "qwen2_moe", "qwen2_vl_text", "qwen3", "qwen3_5_moe_text", "qwen3_5_text", "qwen3_moe",
+    "qwen3_next", "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen3_vl_text", "qwen4_exp_text",
+    "recurrent_gemma", "seed_oss", "smollm3", "solar_open", "stablelm", "starcoder2", "step3p5",
+    "t5gemma2_text", "timesfm2_5", "ultrabert", "unlimited_ocr_text", "vaultgemma", "voxtral_realtime_text",
+    "xcodec2", "youtu", "zamba2", "zaya",
 })

@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 validation failed, 2 bad input (missing file, unknown p
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -214,7 +215,8 @@ def cmd_bench(args) -> int:
     threads = args.threads or torch.get_num_threads()
     if args.json:
         atomic_write(args.json, json.dumps(rows_to_json(rows + sweep, device=device, cpus=os.cpu_count(), threads=threads,
-                                                        torch=torch.__version__, dtype=args.dtype), indent=1).encode())
+                                                        torch=torch.__version__, dtype=args.dtype,
+                                                        date=datetime.date.today().isoformat()), indent=1).encode())
         print(f"results: {args.json}")
     if args.plot:
         where = f"{device}, {threads} threads; onnxruntime rows: CPU provider"

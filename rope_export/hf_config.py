@@ -332,10 +332,14 @@ def _vision_fields(cfg: dict, parent: dict) -> dict:
     theta = _rope_params(cfg)["rope_theta"]
     # Pixtral: the 1D table's even entries for rows, odd for columns. Llama 4: Meta's complex
     # code pairs consecutive dims and puts the column (x) angles first. Qwen-VL: one table twice.
+    # Step3: Qwen-VL's with the columns first. Kimi-K2.5: one table, each frequency's column
+    # pair then its row pair (w0 h0 w1 h1 ...).
     frequencies, layout, column_first = {"pixtral": ("interleaved", "half", False),
                                          "llama4": ("shared", "interleaved", True),
-                                         "qwen_vl": ("shared", "half", False)}[family]
-    if family == "pixtral":
+                                         "qwen_vl": ("shared", "half", False),
+                                         "step3": ("shared", "half", True),
+                                         "kimi": ("shared", "half", True)}[family]
+    if family in ("pixtral", "step3", "kimi"):
         head_dim = head_dim_of(cfg)
     elif family == "llama4":
         head_dim = head_dim_of({k: v for k, v in cfg.items() if k != "head_dim"})  # hidden_size / heads, as its code
@@ -348,7 +352,13 @@ def _vision_fields(cfg: dict, parent: dict) -> dict:
         head_dim = int(cfg.get("head_dim") or int(width) // int(heads))
     if head_dim % 4:
         raise ValueError(f"head_dim must be a multiple of 4 for 2D RoPE, got {head_dim}")
-    return dict(head_dim=head_dim, rotary_dim=head_dim, inv_freq=tuple(F.axial_inv_freq(theta, head_dim, frequencies).tolist()),
-                layout=layout, num_axes=2, axis_of_pair=axial_axes(head_dim // 2, column_first=column_first),
+    inv_freq = F.axial_inv_freq(theta, head_dim, frequencies).tolist()
+    axes = axial_axes(head_dim // 2, column_first=column_first)
+    if family == "kimi":  # the two halves' pairs zipped: (w f0, h f0, w f1, h f1, ...)
+        half = head_dim // 4
+        inv_freq = [v for pair in zip(inv_freq[:half], inv_freq[half:]) for v in pair]
+        axes = tuple(a for pair in zip(axes[:half], axes[half:]) for a in pair)
+    return dict(head_dim=head_dim, rotary_dim=head_dim, inv_freq=tuple(inv_freq),
+                layout=layout, num_axes=2, axis_of_pair=axes,
                 scaling={"rope_type": "axial", "rope_theta": theta, "frequencies": frequencies, "column_first": column_first,
                          "family": family, "model_type": model_type})

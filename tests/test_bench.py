@@ -10,7 +10,8 @@ from rope_export.bench import HFStyleRotary, bench, format_table, heads_of
 
 
 def test_hf_style_module_is_the_model_rotation(gen):
-    for preset in ("llama-3.1-8b", "qwen2-vl-7b", "gpt-neox-20b", "qwen2-vl-7b:vision"):
+    # GPT-J: its interleaved pairs through rotate_every_two, as its modeling code rotates them.
+    for preset in ("llama-3.1-8b", "qwen2-vl-7b", "gpt-neox-20b", "qwen2-vl-7b:vision", "gpt-j-6b"):
         spec = rx.load_preset(preset)
         q = torch.randn(1, 2, 6, spec.head_dim, generator=gen)
         shape = (1, 6) if spec.num_axes == 1 else (spec.num_axes, 1, 6)

@@ -34,7 +34,7 @@ def test_no_row_is_silently_wrong(rows):
     counts = summary(rows)
     wrong = [(r.model_type, r.part, r.layer_type, r.detail) for r in rows if r.status == "wrong"]
     assert not wrong, wrong
-    assert counts["exact"] >= 285, counts  # transformers 5.23: 287 of 340 rows
+    assert counts["exact"] >= 290, counts  # transformers 5.23: 294 of 340 rows
     for r in rows:
         if r.status == "unprobed":
             assert (r.model_type, r.part) in CHECKED_ELSEWHERE, (r.model_type, r.part, r.detail)
@@ -60,6 +60,18 @@ def test_families_the_issue_named(model_type):
         assert {s for _, s in got} == {"exact"}, got
     if model_type == "gemma3":
         assert {lt for lt, _ in got} == {"full_attention", "sliding_attention"}
+
+
+@pytest.mark.parametrize("model_type", ["kimi_k25_vision", "step3p5_vision", "paddleocr_vl", "qwen3_omni_moe_text",
+                                        "glm4v_moe_text", "mellum", "beam", "step3p7", "qwen4_exp_text"])
+def test_families_added_with_the_vision_grid_work(model_type):
+    """Kimi-K2.5 vision (column and row pairs zipped), Step3 vision (columns first),
+    PaddleOCR-VL's default sections, Qwen3-Omni and GLM-4.5V (published head_dim), layer types
+    the default config leaves unused (Mellum) or without a rotary (Beam), a composite config's
+    layer types (Step3p7), interleaved sections not summing to the pairs (Qwen4-Exp): every row
+    exact against transformers' own code."""
+    rows = probe_model_type(model_type)
+    assert rows and {r.status for r in rows} == {"exact"}, [(r.part, r.layer_type, r.status, r.detail) for r in rows]
 
 
 def test_unverified_and_refused_types_name_the_reason():

@@ -13,14 +13,15 @@ __all__ = ["HFStyleRotary", "hf_baseline_graph", "op_alone_graph"]
 
 
 class HFStyleRotary(torch.nn.Module):
-    """The rotary as transformers' Llama / Qwen2-VL code writes it, the baseline users run
-    today: cat(freqs, freqs), cos/sin in the activation dtype, rotate_half with cat; M-RoPE
-    recomposes sections with split + cat, 2D takes rows then columns.
+    """The rotary as transformers' code writes it, the baseline users run today. Half layout
+    (Llama / Qwen2-VL): cat(freqs, freqs), cos/sin in the activation dtype, rotate_half with
+    cat; M-RoPE recomposes sections with split + cat, 2D takes rows then columns. Interleaved
+    layout (GPT-J's modeling code): cos/sin repeat_interleave'd, rotate_every_two as a stack
+    of the odd and even dims.
 
-    It always rotates in the half layout and assumes contiguous sections (and, for 2D, rows
-    first): for specs with the interleaved layout (GPT-J, Llama 4 vision) or interleaved
-    M-RoPE (Qwen3-VL) it times the same amount of work but does not compute that model's
-    rotation.
+    It assumes contiguous sections (and, for 2D, rows first): for interleaved M-RoPE (Qwen3-VL)
+    and Llama 4 vision's columns-first grid it times the same amount of work but does not
+    compute that model's rotation.
     """
 
     def __init__(self, spec: RopeSpec):
@@ -28,11 +29,16 @@ class HFStyleRotary(torch.nn.Module):
         self.register_buffer("inv_freq", torch.tensor(spec.inv_freq, dtype=torch.float32))
         self.sections = spec.scaling_dict.get("mrope_section") if spec.num_axes == 3 else None
         self.rot = spec.rotary_dim
+        self.interleaved = spec.layout == "interleaved"
 
     @staticmethod
     def rotate_half(x):
         x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
         return torch.cat((-x2, x1), dim=-1)
+
+    @staticmethod
+    def rotate_every_two(x):
+        return torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).flatten(-2)
 
     def forward(self, q, k, position_ids):
         freqs = position_ids[..., None].float() * self.inv_freq
@@ -41,12 +47,13 @@ class HFStyleRotary(torch.nn.Module):
         elif freqs.dim() == 4:  # 2D specs: rows then columns, as the vision encoders lay them out
             half = freqs.shape[-1] // 2
             freqs = torch.cat([freqs[0, ..., :half], freqs[1, ..., half:]], dim=-1)
-        emb = torch.cat((freqs, freqs), dim=-1)
+        emb = freqs.repeat_interleave(2, dim=-1) if self.interleaved else torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos().to(q.dtype)[:, None], emb.sin().to(q.dtype)[:, None]
+        rotate = self.rotate_every_two if self.interleaved else self.rotate_half
         out = []
         for x in (q, k):
             xr, xp = x[..., : self.rot], x[..., self.rot :]
-            out.append(torch.cat(((xr * cos) + (self.rotate_half(xr) * sin), xp), dim=-1))
+            out.append(torch.cat(((xr * cos) + (rotate(xr) * sin), xp), dim=-1))
         return tuple(out)
 
 

@@ -212,7 +212,7 @@ def probe_config(root) -> list[Row]:
         attr, cfg = found
         part = _part(attr, cfg, rotary_cls)
         takes_layer = "layer_type" in inspect.signature(rotary_cls.forward).parameters
-        layer_types = layer_types_of(cfg.to_dict()) if takes_layer else []
+        layer_types = layer_types_of(_part_dict(cfg.to_dict(), part)) if takes_layer else []
         for layer_type in layer_types or [None]:
             row = _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type)
             row.rule = row.status
@@ -226,6 +226,14 @@ def probe_config(root) -> list[Row]:
                 row.status, row.detail = "refused", refusal
             rows.append(row)
     return rows
+
+
+def _part_dict(data: dict, part: str) -> dict:
+    # A composite config typed on its rotary (Step3p7): the layer types live in its text part.
+    try:
+        return select_part(data, part)[1]
+    except ValueError:
+        return data
 
 
 def _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type) -> Row:
