@@ -46,9 +46,8 @@ class RopeSpec:
         head_dim: D, the last dim of q and k; even.
         rotary_dim: R <= D, dims that rotate (partial rotary leaves ``D - R`` untouched); even.
         inv_freq: P = R // 2 float32 values (stored as Python floats), one per pair.
-        layout: "half" (pair i = dims i, i+P) or "interleaved" (pair i = dims 2i, 2i+1), or
-            "interleaved_to_half": pair i reads dims 2i, 2i+1 and writes dims i, i+P (DeepSeek
-            V3's ``rope_interleave``: the rotated dims come out de-interleaved).
+        layout: "half" (pair i = dims i, i+P), "interleaved" (pair i = dims 2i, 2i+1), or
+            "interleaved_to_half" (reads 2i, 2i+1, writes i, i+P: DeepSeek V3's rope_interleave).
         num_axes: A, the number of position streams (1 text, 2 image rows/cols, 3 M-RoPE t/h/w).
         axis_of_pair: P ints in [0, A): which position stream pair i follows.
         attention_scaling: multiplies cos and sin (YaRN, LongRoPE); 1.0 otherwise.
@@ -138,13 +137,11 @@ class RopeSpec:
         return (batch, seq) if self.num_axes == 1 else (self.num_axes, batch, seq)
 
     def pair_dims(self, i: int) -> tuple[int, int]:
-        """The two dims of head_dim that pair ``i`` rotates, in this layout (the input dims;
-        "interleaved_to_half" writes them to ``(i, i + P)``: `output_dims`)."""
+        """The two dims of head_dim that pair ``i`` rotates (reads), in this layout."""
         return (i, i + self.num_pairs) if self.layout == "half" else (2 * i, 2 * i + 1)
 
     def output_dims(self, i: int) -> tuple[int, int]:
-        """The two dims pair ``i``'s rotated values are written to (`pair_dims` but for
-        "interleaved_to_half")."""
+        """The two dims pair ``i`` is written to: `pair_dims`, but (i, i+P) for "interleaved_to_half"."""
         return (i, i + self.num_pairs) if self.layout == "interleaved_to_half" else self.pair_dims(i)
 
     def with_layout(self, layout: str) -> "RopeSpec":

@@ -193,10 +193,8 @@ def rotary_kind(module: nn.Module) -> tuple[str, tuple[str, ...]]:
 
     The vision encoders of `architectures.ROTARY_CLASSES` are known by class. Any other rotary
     qualifies when it is called as ``forward(x, position_ids)``, its config reads (verified) as
-    a one-axis or M-RoPE spec, and its modeling file applies it with a module-level
-    ``apply_rotary_pos_emb(q, k, cos, sin, ...)`` (``apply_rotary_pos_emb_interleave`` for the
-    "interleaved_to_half" layout) that rotates as ours does (checked at patch time on probe
-    inputs).
+    a one-axis or M-RoPE spec, and its modeling file's ``apply_rotary_pos_emb(q, k, cos, sin,
+    ...)`` (``_interleave`` for "interleaved_to_half") rotates as ours does (probed at patch time).
 
     Raises:
         ValueError: why this module cannot be patched.
@@ -214,7 +212,6 @@ def rotary_kind(module: nn.Module) -> tuple[str, tuple[str, ...]]:
     spec = _spec_of(module, "text")
     if spec.num_axes not in (1, 3):
         raise ValueError(f"only one-axis and M-RoPE text rotaries are patched; its spec: {spec.describe()}")
-    # DeepSeek V3-style rope_interleave: the attention calls its own apply function.
     function = "apply_rotary_pos_emb_interleave" if spec.layout == "interleaved_to_half" else "apply_rotary_pos_emb"
     apply = getattr(sys.modules[type(module).__module__], function, None)
     if apply is None or list(inspect.signature(apply).parameters)[:4] != ["q", "k", "cos", "sin"]:

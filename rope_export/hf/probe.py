@@ -132,9 +132,8 @@ _TOWERS = ("Vision", "Visual", "Audio", "Image")
 
 
 def _apply_calls(module, rotary_name: str) -> dict[str, bool]:
-    """{apply function: every call guarded by ``rope_interleave``} over the modeling file's
-    classes of the rotary's tower (an audio rotary: the Audio classes; a text rotary: the
-    classes named for no tower), read from its source."""
+    """{apply function: every call guarded by ``rope_interleave``}, read from the source of
+    the classes of the rotary's tower (Audio, Vision, ...; text: classes named for none)."""
     tower = next((w for w in _TOWERS if w in rotary_name), None)
     calls: dict[str, bool] = {}
 
@@ -161,20 +160,19 @@ def _apply_function(module, cfg, rotary_name: str, complex_freqs: bool = False):
     if inter in calls and hasattr(module, inter):
         if calls[inter]:  # DeepSeek V3: chosen by the config's rope_interleave
             return getattr(module, inter) if getattr(cfg, "rope_interleave", False) else getattr(module, plain, None)
-        # Always called (LongCat, GLM-5 DSA, dots3); the probe cannot tell which layers call
-        # an unguarded plain one beside it.
-        return None if calls.get(plain) is False else getattr(module, inter)
+        return None if calls.get(plain) is False else getattr(module, inter)  # always (LongCat); both: unknown
     return getattr(module, plain, None)
 
 
-# Decoders whose attention passes only the first rotary dims to the apply function and keeps
-# the rest (read in their modeling files: query_states[..., : self.rotary_ndims]).
+# Decoders whose attention slices the rotary dims off before the apply function (read in their
+# modeling files: query_states[..., : self.rotary_ndims]).
 ATTENTION_SLICES = frozenset({"phi", "stablelm", "persimmon"})
 
 
 def _reference(apply, q, k, cos, sin, slices: bool = False):
-    if sin is None:  # complex freqs_cis [B, S, P]: Meta's apply takes q/k as [B, S, H, D],
-        try:           # DeepSeek V2's as [B, H, S, D] (the probe's head and token counts differ)
+    # Complex freqs_cis [B, S, P]: Meta's apply takes q/k as [B, S, H, D], DeepSeek V2's as
+    if sin is None:  # [B, H, S, D] (the probe's head and token counts differ, so one fails)
+        try:
             q_rot, k_rot = apply(q.transpose(1, 2), k.transpose(1, 2), cos)
             return q_rot.transpose(1, 2), k_rot.transpose(1, 2)
         except RuntimeError:
@@ -228,8 +226,7 @@ def probe_config(root) -> list[Row]:
     return rows
 
 
-def _part_dict(data: dict, part: str) -> dict:
-    # A composite config typed on its rotary (Step3p7): the layer types live in its text part.
+def _part_dict(data: dict, part: str) -> dict:  # Step3p7: layer types in its text part
     try:
         return select_part(data, part)[1]
     except ValueError:
@@ -243,8 +240,7 @@ def _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type) -> R
     spec, spec_error = _spec_or_error(data, part, layer_type)
     declared = getattr(cfg, "layer_types", None)
     if layer_type is not None and isinstance(declared, list) and layer_type not in declared:
-        # rope parameters for a layer type the default config's layers do not use (Mellum's
-        # sliding layers): its rotary builds only the used types, so declare one layer of it.
+        # A type the default config's layers do not use (Mellum's sliding): declare one layer.
         cfg = copy.deepcopy(cfg)
         cfg.layer_types = [*declared, layer_type]
     try:
@@ -261,8 +257,7 @@ def _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type) -> R
         return _refused_or(row, spec_error)
     apply = _apply_function(module, cfg, rotary_cls.__name__, complex_freqs=sin is None)
     if apply is None:
-        row.detail = ("no module-level apply_rotary_pos_emb (apply_rotary_emb for complex frequencies), or text "
-                      "classes that call both it and apply_rotary_pos_emb_interleave unconditionally")
+        row.detail = "no module-level apply_rotary_pos_emb (apply_rotary_emb if complex), or two called unconditionally"
         return _refused_or(row, spec_error)
     g = torch.Generator().manual_seed(0)
     try:
