@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import copy
 import dataclasses
+import functools
 import importlib
 import inspect
 import math
@@ -131,10 +132,9 @@ def _multi_axis(rotary, pos2d, layer_type, axes: int = 3) -> torch.Tensor | None
 _TOWERS = ("Vision", "Visual", "Audio", "Image")
 
 
-def _apply_calls(module, rotary_name: str) -> dict[str, bool]:
-    """{apply function: every call guarded by ``rope_interleave``}, read from the source of
-    the classes of the rotary's tower (Audio, Vision, ...; text: classes named for none)."""
-    tower = next((w for w in _TOWERS if w in rotary_name), None)
+@functools.cache
+def _apply_calls(module_name: str, tower: str | None) -> dict[str, bool]:
+    """{apply function: all calls under ``if ...rope_interleave``} in the classes of ``tower`` (None: text)."""
     calls: dict[str, bool] = {}
 
     def visit(node, guarded: bool) -> None:
@@ -145,7 +145,7 @@ def _apply_calls(module, rotary_name: str) -> dict[str, bool]:
         for child in ast.iter_child_nodes(node):
             visit(child, guarded)
 
-    for node in ast.parse(inspect.getsource(module)).body:
+    for node in ast.parse(inspect.getsource(importlib.import_module(module_name))).body:
         if isinstance(node, ast.ClassDef) and (tower in node.name if tower else not any(w in node.name for w in _TOWERS)):
             visit(node, False)
     return calls
@@ -156,7 +156,7 @@ def _apply_function(module, cfg, rotary_name: str, complex_freqs: bool = False):
     if complex_freqs:
         return getattr(module, "apply_rotary_emb", None)
     plain, inter = "apply_rotary_pos_emb", "apply_rotary_pos_emb_interleave"
-    calls = _apply_calls(module, rotary_name)
+    calls = _apply_calls(module.__name__, next((w for w in _TOWERS if w in rotary_name), None))
     if inter in calls and hasattr(module, inter):
         if calls[inter]:  # DeepSeek V3: chosen by the config's rope_interleave
             return getattr(module, inter) if getattr(cfg, "rope_interleave", False) else getattr(module, plain, None)

@@ -84,14 +84,15 @@ def make_apply(kind_fn: str, original, fused: bool, fmt: str = "cat", layout: st
     """The replacement for one module-level apply function: the model's cos/sin come in ``fmt``
     (`FORMATS`), its pairs follow ``layout`` (a `RopeSpec` layout)."""
     if kind_fn in ("apply_rotary_pos_emb", "apply_rotary_pos_emb_interleave"):
-        # Bound as the original binds them: some take (q, k, cos, sin, position_ids=None,
+        # unsqueeze_dim where the original takes it: some are (q, k, cos, sin, position_ids=None,
         # unsqueeze_dim=1), others (q, k, cos, sin, unsqueeze_dim=1).
-        signature = inspect.signature(original)
+        params = inspect.signature(original).parameters
+        slot = list(params).index("unsqueeze_dim") - 4 if "unsqueeze_dim" in params else None
+        default = params["unsqueeze_dim"].default if slot is not None else 1
 
         def apply_rotary_pos_emb(q, k, cos, sin, *args, **kwargs):
-            bound = signature.bind(q, k, cos, sin, *args, **kwargs)
-            bound.apply_defaults()
-            unsqueeze_dim = bound.arguments.get("unsqueeze_dim", 1)
+            given = args[slot] if slot is not None and len(args) > slot else default
+            unsqueeze_dim = kwargs.get("unsqueeze_dim", given)
             # cos/sin: [B, S, R] (unsqueeze_dim 1 or 2) or [S, R] (unsqueeze_dim 0, Pixtral).
             cos, sin = angles_of(cos, fmt), angles_of(sin, fmt)
             if cos.dim() == 2:
