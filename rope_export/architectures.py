@@ -71,6 +71,7 @@ VISION_FAMILIES = {
     "inkling2_vision": "llama4",
     **{t: "step3" for t in ("step3p5_vision", "step3p7")},
     **{t: "kimi" for t in ("kimi_k25", "kimi_k25_vision")},
+    "mlcd_vision_model": "qwen_vl",
 }
 
 # ------------------------------------------------------------------------- patch

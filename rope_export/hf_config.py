@@ -236,8 +236,8 @@ def _vision_fields(cfg: dict, parent: dict) -> dict:
     family = VISION_FAMILIES.get(model_type)
     if family is None:
         raise ValueError(
-            f"vision_config.model_type {model_type!r} is not a supported vision encoder "
-            f"(supported: pixtral, llama4, qwen2_vl, qwen2_5_vl, qwen3_vl)"
+            f"vision_config.model_type {model_type!r} is not a vision encoder rope_export knows "
+            f"(rope_export.architectures.VISION_FAMILIES: Pixtral, Llama 4, the Qwen-VL family, Kimi-K2.5, Step3, ...)"
         )
     theta = _rope_params(cfg)["rope_theta"]
     # Pixtral: the 1D table's even entries for rows, odd for columns. Llama 4: Meta's complex
@@ -268,7 +268,12 @@ def _vision_fields(cfg: dict, parent: dict) -> dict:
         half = head_dim // 4
         inv_freq = [v for pair in zip(inv_freq[:half], inv_freq[half:]) for v in pair]
         axes = tuple(a for pair in zip(axes[:half], axes[half:]) for a in pair)
+    # Pixtral and Llama 4 see at most image_size / patch_size patches a side (Llama 4 counts
+    # them from 1; its class token sits at 0): the positions' bound, so `auto` may use a table.
+    side = (int(cfg["image_size"]) // int(cfg["patch_size"]) if family in ("pixtral", "llama4")
+            and cfg.get("image_size") and cfg.get("patch_size") else None)
     return dict(head_dim=head_dim, rotary_dim=head_dim, inv_freq=tuple(inv_freq),
                 layout=layout, num_axes=2, axis_of_pair=axes,
+                max_position_embeddings=None if side is None else side + (family == "llama4"),
                 scaling={"rope_type": "axial", "rope_theta": theta, "frequencies": frequencies, "column_first": column_first,
                          "family": family, "model_type": model_type})

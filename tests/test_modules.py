@@ -191,7 +191,7 @@ def test_bad_hf_configs_name_the_field():
         rx.RopeSpec.from_hf_config({"num_attention_heads": 4})
     with pytest.raises(ValueError, match="vision_config"):
         rx.RopeSpec.from_hf_config(base, part="vision")
-    with pytest.raises(ValueError, match="not a supported vision encoder"):
+    with pytest.raises(ValueError, match="not a vision encoder rope_export knows"):
         rx.RopeSpec.from_hf_config({"vision_config": {"model_type": "siglip_vision_model", "hidden_size": 64}}, part="vision")
     with pytest.raises(ValueError, match="no such file"):
         rx.RopeSpec.from_hf_config("/nonexistent/config.json")

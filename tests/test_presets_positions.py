@@ -86,3 +86,16 @@ def test_plot_spec_writes_a_png(tmp_path):
         assert main(["plot", "--preset", preset, "--out", str(out)]) == 0
         data = out.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_fixed_size_vision_encoders_bound_their_positions():
+    """Pixtral and Llama 4 vision see at most image_size / patch_size patches a side (Llama 4
+    counts from 1, its class token at 0): that bound lets `auto` pick the table form, whose
+    graph refuses positions past it. Qwen-VL encoders take any image size: no bound, fused."""
+    from rope_export.export.forms import resolve_form
+
+    assert rx.load_preset("pixtral-12b").max_position_embeddings == 1024 // 16
+    assert rx.load_preset("llama-4-scout").max_position_embeddings == 336 // 14 + 1
+    assert int(patch_grid_positions(24, 24, offset=1, cls_token="last").max()) == 24  # the table's last row
+    for preset, form in (("pixtral-12b", "table"), ("llama-4-scout", "table"), ("qwen2-vl-7b:vision", "fused")):
+        assert resolve_form("auto", 23, rx.load_preset(preset)) == form, preset

@@ -111,11 +111,14 @@ def bench(preset: str, *, shapes=DEFAULT_SHAPES, dtype: str = "float32", device:
         for _ in range(copies):
             q = torch.randn(batch, hq, seq, spec.head_dim, generator=g).to(device=device, dtype=tdtype)
             k = torch.randn(batch, hk, seq, spec.head_dim, generator=g).to(device=device, dtype=tdtype)
-            # Starts below 4096 and, for short-context models, inside the context, so every
-            # form (the table too) is timed on positions the model was trained for.
-            room = 4096 if not spec.max_position_embeddings else min(4096, spec.max_position_embeddings - seq)
-            base = torch.randint(0, max(1, room), (batch, 1), generator=g) + torch.arange(seq)
-            pos = base.expand(spec.position_shape(batch, seq)).contiguous()
+            # Positions the model was trained for, so every form (the table too) is timed: an
+            # image's (row, column) inside the encoder's grid; text from below 4096, inside the context.
+            if spec.num_axes == 2:
+                pos = torch.randint(0, spec.max_position_embeddings or 64, spec.position_shape(batch, seq), generator=g)
+            else:
+                room = 4096 if not spec.max_position_embeddings else min(4096, spec.max_position_embeddings - seq)
+                base = torch.randint(0, max(1, room), (batch, 1), generator=g) + torch.arange(seq)
+                pos = base.expand(spec.position_shape(batch, seq)).contiguous()
             sets.append((q, k, pos.to(device)))
         ms: dict[str, float] = {}
         notes: dict[str, str] = {}

@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from ..config_file import is_vision
 from ..hf_config import layer_types_of, select_part, spec_fields
 from ..modules import RotaryEmbedding
 from ..spec import RopeSpec
@@ -90,8 +91,8 @@ def _build_rotary(rotary_cls, cfg, **kwargs):
 
 def _part(attr: str, cfg, rotary_cls) -> str:
     """The ``part`` a user passes to `from_hf_config` for this sub-config."""
-    if attr in ("", "text_config"):
-        return "vision" if "vision" in rotary_cls.__name__.lower() else "text"
+    if attr in ("", "text_config"):  # a vision encoder's own config (MLCD): vision, whatever the class name
+        return "vision" if "vision" in rotary_cls.__name__.lower() or (attr == "" and is_vision(cfg.to_dict())) else "text"
     if attr == "vision_config":
         return "vision"
     return attr  # a nested config by its key path (audio encoders, talkers, ...)
@@ -164,8 +165,7 @@ def _apply_function(module, cfg, rotary_name: str, complex_freqs: bool = False):
     return getattr(module, plain, None)
 
 
-# Decoders whose attention slices the rotary dims off before the apply function (read in their
-# modeling files: query_states[..., : self.rotary_ndims]).
+# Decoders whose attention slices the rotary dims off first (query_states[..., : self.rotary_ndims]).
 ATTENTION_SLICES = frozenset({"phi", "stablelm", "persimmon"})
 
 
@@ -229,7 +229,7 @@ def probe_config(root) -> list[Row]:
 def _part_dict(data: dict, part: str) -> dict:  # Step3p7: layer types in its text part
     try:
         return select_part(data, part)[1]
-    except ValueError:
+    except ValueError:  # no such part: the probe row reports it
         return data
 
 
