@@ -51,6 +51,8 @@ REFUSED_TEXT = {
     # ignores it and rotates head_dim * partial_rotary_factor (all 128).
     **{t: "its config's rotary_dim and its rotary disagree (transformers 5.23 rotates head_dim * "
           "partial_rotary_factor, ignoring rotary_dim)" for t in _with_text("minimax_m3_vl")},
+    "deepseek_v4": "it rotates the trailing rope dims of each [nope | rope] head (and the attention output by "
+                   "minus the position); rope_export rotates the leading rotary_dim dims",
     **{t: "its indexer and its attention rotate the same angles with different pairings (half and de-interleaved); "
           "one spec cannot describe both" for t in ("deepseek_v32", "axk2")},
     **{t: "it recomposes its M-RoPE sections in its own (h, w, t) order with h/w interleaving"

@@ -82,6 +82,14 @@ def test_unverified_and_refused_types_name_the_reason():
     with pytest.raises(ValueError, match="indexer and its attention"):
         rx.RopeSpec.from_hf_config(transformers.DeepseekV32Config().to_dict())
     assert rx.RopeSpec.from_hf_config(transformers.DeepseekV3Config().to_dict()).layout == "interleaved_to_half"
+    with pytest.raises(ValueError, match="trailing rope dims"):
+        rx.RopeSpec.from_hf_config(transformers.AutoConfig.for_model("deepseek_v4").to_dict())
+    # ESMFold2's atom encoder rotates by xyz coordinates and a space id; its nested config's
+    # model_type is "": not read by the generic text rule.
+    atom = transformers.AutoConfig.for_model("esmfold2").to_dict()["atom_encoder"]
+    assert atom.get("model_type") == ""
+    with pytest.raises(ValueError, match="not one rope_export has verified"):
+        rx.RopeSpec.from_hf_config(atom)
     # An unverified type checked against transformers' code for this very config.
     from rope_export.hf.coverage import check_config
 

@@ -246,7 +246,7 @@ def _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type) -> R
     try:
         kwargs = {"layer_type": layer_type} if layer_type is not None and "layer_type" in inspect.signature(rotary_cls.__init__).parameters else {}
         rotary = _build_rotary(rotary_cls, cfg, **kwargs)
-        pos = _probe_positions(getattr(rotary.config, "max_position_embeddings", None))
+        pos = _probe_positions(getattr(getattr(rotary, "config", cfg), "max_position_embeddings", None))
         cos, sin = _call_rotary(rotary, pos, layer_type)
         streams = _multi_axis(rotary, pos, layer_type)
         if streams is not None:
