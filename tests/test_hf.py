@@ -236,3 +236,34 @@ def test_fused_needs_opset_23():
             export_bytes(wrapper, args, names, axes, exporter="dynamo", opset=18, fused=True)
         with pytest.raises(Exception, match="needs opset 23"):  # the legacy symbolic refuses
             export_bytes(wrapper, args, names, axes, exporter="legacy", opset=18)
+
+
+def test_per_layer_type_rotary_is_patched_per_type_and_exports():
+    """Gemma 3: forward(x, position_ids, layer_type), local layers at theta 10k, global at 1M.
+    One adapter per layer type; eager equals the unpatched model; the export matches it."""
+    config = transformers.Gemma3TextConfig(
+        vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=32, layer_types=["sliding_attention", "full_attention"], sliding_window=4,
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+                         "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0}})
+    config._attn_implementation = "eager"
+    model = transformers.Gemma3TextModel(config).eval()
+    wrapper, args, names, axes = example_inputs(model)
+    with torch.no_grad():
+        want = wrapper(*args)
+    with rx.hf.patch(model) as patched:
+        specs = {name: spec for name, _, spec in patched.replaced}
+        assert set(specs) == {"rotary_emb[sliding_attention]", "rotary_emb[full_attention]"}
+        assert specs["rotary_emb[full_attention]"].inv_freq != specs["rotary_emb[sliding_attention]"].inv_freq
+        with torch.no_grad():
+            torch.testing.assert_close(wrapper(*args), want, rtol=1e-5, atol=1e-5)
+        data = export_bytes(wrapper, args, names, axes, exporter="dynamo", opset=23)
+    assert [n.op_type for n in onnx.load_from_string(data).graph.node].count("RotaryEmbedding") == 4
+    for case in (args, example_inputs(model, batch=3, seq=13, seed=1)[1]):
+        with torch.no_grad():
+            ref = wrapper(*case).numpy()
+        assert np.abs(_run_onnx(data, names, case) - ref).max() <= RTOL * max(1.0, np.abs(ref).max())
+    # A rotary whose layer types disagree with the spec it reads is refused, naming the type.
+    model.rotary_emb.full_attention_inv_freq *= 1.01
+    with pytest.raises(ValueError, match="full_attention.*differs"):
+        rx.hf.patch(model)

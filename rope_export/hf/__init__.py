@@ -4,6 +4,6 @@ model of a config, patched, exported and checked) and `coverage` (every transfor
 architecture held against `RopeSpec.from_hf_config`)."""
 
 from .patch import Patch, patch, rotary_kind, unpatch
-from .rotary import HFRotary
+from .rotary import HFRotary, LayeredRotary
 
-__all__ = ["HFRotary", "Patch", "patch", "unpatch", "rotary_kind"]
+__all__ = ["HFRotary", "LayeredRotary", "Patch", "patch", "unpatch", "rotary_kind"]

@@ -19,7 +19,7 @@ from ..modules import RotaryEmbedding, apply_rotary, deinterleave
 from ..positions import patch_grid_positions
 from ..spec import RopeSpec
 
-__all__ = ["HFRotary", "make_apply", "FORMATS", "widen", "angles_of"]
+__all__ = ["HFRotary", "LayeredRotary", "make_apply", "FORMATS", "widen", "angles_of"]
 
 
 # ------------------------------------------------------------------------ rotation
@@ -110,6 +110,7 @@ def make_apply(kind_fn: str, original, fused: bool, fmt: str = "cat", layout: st
             return tuple(out)
 
         apply_rotary_pos_emb.__name__ = kind_fn
+        apply_rotary_pos_emb.rope_export_replacement = True
         return apply_rotary_pos_emb
     if kind_fn == "apply_rotary_pos_emb_vision":
         def apply_rotary_pos_emb_vision(q, k, cos, sin):
@@ -183,3 +184,24 @@ class HFRotary(nn.Module):
         return cos, sin
 
 
+class LayeredRotary(nn.Module):
+    """Stands in for a per-layer-type transformers rotary (Gemma 3: ``forward(x, position_ids,
+    layer_type)``): one `HFRotary` per layer type, each built from that type's spec.
+
+    Args:
+        adapters: {layer type: HFRotary}, all of one kind, cos/sin format and pairing.
+    Returns (forward): the ``(cos, sin)`` of ``layer_type``'s adapter.
+    """
+
+    def __init__(self, adapters: dict):
+        super().__init__()
+        first = next(iter(adapters.values()))
+        if len({(a.kind, a.fmt, a.spec.layout) for a in adapters.values()}) > 1:
+            raise ValueError("the layer types' rotaries differ in kind, cos/sin format or pairing")
+        self.adapters = nn.ModuleDict(adapters)
+        self.kind, self.fmt, self.spec = first.kind, first.fmt, first.spec
+
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor, layer_type: str):
+        if layer_type not in self.adapters:
+            raise KeyError(f"no rotary for layer type {layer_type!r} (patched: {', '.join(self.adapters)})")
+        return self.adapters[layer_type](x, position_ids)
