@@ -267,3 +267,14 @@ def test_per_layer_type_rotary_is_patched_per_type_and_exports():
     model.rotary_emb.full_attention_inv_freq *= 1.01
     with pytest.raises(ValueError, match="full_attention.*differs"):
         rx.hf.patch(model)
+
+
+def test_one_tensor_apply_function_and_per_layer_head_dims_gemma4(tmp_path):
+    """Gemma 4 applies its rotary one tensor at a time, apply_rotary_pos_emb(x, cos, sin), per
+    layer type: patched (checked against that function) and exported, PASS against the model.
+    Its float32 export differs from torch by ~2e-5 unpatched too (measured), inside RTOL."""
+    config = transformers.AutoConfig.for_model("gemma4_text").to_dict()
+    report = export_hf(config, tmp_path / "g4.onnx", layers=2, compare_unpatched=False)
+    assert report.passed, report.summary()
+    assert {n for n, _, _ in report.replaced} == {"rotary_emb[full_attention]", "rotary_emb[sliding_attention]"}
+    assert report.rotary_nodes == 4

@@ -53,8 +53,10 @@ def rotary_kind(module: nn.Module) -> tuple[str, tuple[str, ...]]:
         raise ValueError(f"only one-axis and M-RoPE text rotaries are patched; its spec: {spec.describe()}")
     function = "apply_rotary_pos_emb_interleave" if spec.layout == "interleaved_to_half" else "apply_rotary_pos_emb"
     apply = getattr(sys.modules[type(module).__module__], function, None)
-    if apply is None or list(inspect.signature(apply).parameters)[:4] != ["q", "k", "cos", "sin"]:
-        raise ValueError(f"its modeling file {type(module).__module__} has no {function}(q, k, cos, sin, ...)")
+    params = list(inspect.signature(apply).parameters) if apply is not None else []
+    if params[:4] != ["q", "k", "cos", "sin"] and params[:3] != ["x", "cos", "sin"]:
+        raise ValueError(f"its modeling file {type(module).__module__} has no {function}(q, k, cos, sin, ...) "
+                         "or (x, cos, sin, ...)")
     return ("mrope" if spec.num_axes == 3 else "text"), (function,)
 
 
@@ -96,6 +98,7 @@ def _check_apply(name: str, module: nn.Module, adapter: HFRotary, function: str,
     if getattr(original, "rope_export_replacement", False):
         return  # already swapped for a twin model: checked then
     replacement = make_apply(function, original, False, adapter.fmt, adapter.spec.layout)
+    one = list(inspect.signature(original).parameters)[:3] == ["x", "cos", "sin"]  # Gemma 4: a tensor a call
     pos = _probe_positions(adapter.kind)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -105,14 +108,14 @@ def _check_apply(name: str, module: nn.Module, adapter: HFRotary, function: str,
             q = torch.randn(1, 2, pos.shape[-1], width, generator=g)
             k = torch.randn(1, 1, pos.shape[-1], width, generator=g)
             try:
-                want = original(q, k, cos, sin)
+                want = original(q, k, cos, sin) if not one else (original(q, cos, sin), original(k, cos, sin))
                 break
             except Exception as exc:  # noqa: BLE001 - not this width
                 error = exc
         else:
             raise ValueError(f"{name}: its {function} takes neither the head nor its rotary "
                              f"dims ({type(error).__name__}); rope_export does not patch it")
-        got = replacement(q, k, cos, sin)
+        got = replacement(q, k, cos, sin) if not one else (replacement(q, cos, sin), replacement(k, cos, sin))
     err = max(float((w.float() - g_.float()).abs().max()) for w, g_ in zip(want, got))
     if err > 1e-5:
         raise ValueError(f"{name}: its {function} rotates differently from rope_export's "

@@ -58,6 +58,11 @@ def _narrow(cfg: dict, part: str, layers: int) -> dict:
             cfg["head_dim"] = head_dim
         for key in ("layer_types", "max_window_layers"):
             cfg.pop(key, None)
+        # Per-layer lists and tables sized by the layer count (Gemma 3n, Gemma 4): the first layers'.
+        if isinstance(cfg.get("activation_sparsity_pattern"), list):
+            cfg["activation_sparsity_pattern"] = cfg["activation_sparsity_pattern"][:layers]
+        if isinstance(cfg.get("per_layer_config"), dict):
+            cfg["per_layer_config"] = {k: v for k, v in cfg["per_layer_config"].items() if int(k) < layers}
         cfg.update(bos_token_id=None, eos_token_id=None, pad_token_id=None)  # ids past the smaller vocabulary
         return cfg
     heads = int(cfg.get("num_heads") or cfg["num_attention_heads"])

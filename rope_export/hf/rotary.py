@@ -84,13 +84,14 @@ def make_apply(kind_fn: str, original, fused: bool, fmt: str = "cat", layout: st
     """The replacement for one module-level apply function: the model's cos/sin come in ``fmt``
     (`FORMATS`), its pairs follow ``layout`` (a `RopeSpec` layout)."""
     if kind_fn in ("apply_rotary_pos_emb", "apply_rotary_pos_emb_interleave"):
-        # unsqueeze_dim where the original takes it: some are (q, k, cos, sin, position_ids=None,
-        # unsqueeze_dim=1), others (q, k, cos, sin, unsqueeze_dim=1).
+        # Taken as the original takes them: (q, k, cos, sin, [position_ids,] unsqueeze_dim=1), or
+        # one tensor at a time, (x, cos, sin, unsqueeze_dim=1) (Gemma 4).
         params = inspect.signature(original).parameters
-        slot = list(params).index("unsqueeze_dim") - 4 if "unsqueeze_dim" in params else None
+        fixed = 3 if list(params)[:3] == ["x", "cos", "sin"] else 4
+        slot = list(params).index("unsqueeze_dim") - fixed if "unsqueeze_dim" in params else None
         default = params["unsqueeze_dim"].default if slot is not None else 1
 
-        def apply_rotary_pos_emb(q, k, cos, sin, *args, **kwargs):
+        def rotate(tensors, cos, sin, args, kwargs):
             given = args[slot] if slot is not None and len(args) > slot else default
             unsqueeze_dim = kwargs.get("unsqueeze_dim", given)
             # cos/sin: [B, S, R] (unsqueeze_dim 1 or 2) or [S, R] (unsqueeze_dim 0, Pixtral).
@@ -99,7 +100,7 @@ def make_apply(kind_fn: str, original, fused: bool, fmt: str = "cat", layout: st
                 cos, sin = cos[None], sin[None]
             heads_second = unsqueeze_dim != 2  # q/k [B, H, S, D]; else [B, S, H, D]
             out = []
-            for x in (q, k):
+            for x in tensors:
                 if x is None:  # Mistral Large 4 rotates a query alone
                     out.append(None)
                     continue
@@ -108,6 +109,13 @@ def make_apply(kind_fn: str, original, fused: bool, fmt: str = "cat", layout: st
                 y = _rotate(xt, c, s, layout, fused)
                 out.append(y if heads_second else y.transpose(1, 2))
             return tuple(out)
+
+        if fixed == 3:
+            def apply_rotary_pos_emb(x, cos, sin, *args, **kwargs):
+                return rotate((x,), cos, sin, args, kwargs)[0]
+        else:
+            def apply_rotary_pos_emb(q, k, cos, sin, *args, **kwargs):
+                return rotate((q, k), cos, sin, args, kwargs)
 
         apply_rotary_pos_emb.__name__ = kind_fn
         apply_rotary_pos_emb.rope_export_replacement = True
