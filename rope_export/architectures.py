@@ -87,10 +87,12 @@ ROTARY_CLASSES = {
     "Qwen2VLVisionRotaryEmbedding": _VISION_QWEN,
     "Qwen2_5_VLVisionRotaryEmbedding": _VISION_QWEN,
     "Qwen3VLVisionRotaryEmbedding": _VISION_QWEN,
+    "Qwen3VLMoeVisionRotaryEmbedding": _VISION_QWEN,
     "Llama4VisionRotaryEmbedding": ("llama4_vision", ("vision_apply_rotary_emb",)),
 }
 # Rotary modules that return float32 cos/sin whatever the activation dtype.
-KEEPS_FLOAT32 = frozenset({"Qwen2VLVisionRotaryEmbedding", "Qwen2_5_VLVisionRotaryEmbedding", "Qwen3VLVisionRotaryEmbedding"})
+KEEPS_FLOAT32 = frozenset({"Qwen2VLVisionRotaryEmbedding", "Qwen2_5_VLVisionRotaryEmbedding", "Qwen3VLVisionRotaryEmbedding",
+                           "Qwen3VLMoeVisionRotaryEmbedding"})
 
 # --------------------------------------------------------------------- export-hf
 VISION_TYPES = ("pixtral", "llama4_vision_model", "qwen2_vl_vision", "qwen2_5_vl_vision", "qwen3_vl_vision")

@@ -131,3 +131,32 @@ def test_other_encoders_are_refused():
     model = tiny_model(rx.preset_info("pixtral-12b")["config"], "vision", 1)
     with pytest.raises(ValueError, match="not a Qwen-VL vision encoder"):
         GridEncoder(model)
+
+
+def test_qwen3_vl_moe_encoder_patched_exported_and_matching():
+    """Qwen3-VL-MoE's encoder (its own classes): patched rotary, grid inputs, two unseen grids."""
+    import onnxruntime as ort
+    from transformers.models.qwen3_vl_moe import modeling_qwen3_vl_moe as M
+
+    vc = transformers.AutoConfig.for_model("qwen3_vl_moe").vision_config
+    vc.depth, vc.hidden_size, vc.num_heads, vc.intermediate_size, vc.out_hidden_size = 2, 64, 2, 128, 64
+    vc.deepstack_visual_indexes, vc._attn_implementation = [0], "eager"
+    torch.manual_seed(0)
+    visual = M.Qwen3VLMoeVisionModel(vc).eval()
+    encoder = GridEncoder(visual)
+    args = encoder.example_args([[1, 8, 12]])
+    with rx.hf.patch(visual) as patched:
+        assert [cls for _, cls, _ in patched.replaced] == ["Qwen3VLMoeVisionRotaryEmbedding"]
+        program = torch.onnx.export(encoder, args, dynamo=True, opset_version=23, dynamic_shapes=encoder.dynamic_shapes(),
+                                    input_names=encoder.input_names, output_names=encoder.output_names,
+                                    verify=False, report=False)
+    session = ort.InferenceSession(program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    for grid in ([[1, 10, 14]], [[2, 6, 8], [1, 14, 4]]):
+        case = encoder.example_args(grid, seed=3)
+        with torch.no_grad():
+            wants = encoder.reference(case[0], grid)
+        gots = session.run(None, dict(zip(encoder.input_names, (t.numpy() for t in case))))
+        assert len(gots) == len(wants) == 2
+        for got, want in zip(gots, wants):
+            want = want.numpy()
+            assert got.shape == want.shape and np.abs(got - want).max() <= 2e-5 * max(1.0, float(np.abs(want).max()))

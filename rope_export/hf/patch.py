@@ -31,7 +31,7 @@ M-RoPE spec, and
 whose modeling file's ``apply_rotary_pos_emb`` (``apply_rotary_pos_emb_interleave`` for the
 "interleaved_to_half" layout, DeepSeek V3) rotates as ours does (checked on probe inputs at
 patch time; `rotary_kind`); vision encoders Pixtral, Llama 4 vision (complex rotary),
-Qwen2-VL, Qwen2.5-VL, Qwen3-VL. Anything else is refused with the module named.
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE. Anything else is refused with the module named.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Qwen-VL vision encoders (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) exported with a dynamic image grid.
+"""Qwen-VL vision encoders (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE) exported with a dynamic image grid.
 
 transformers derives the rotary positions, the attention segments (``cu_seqlens``), Qwen2.5's
 window order and Qwen3's position-table resampling from ``grid_thw`` with data-dependent Python
