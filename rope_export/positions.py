@@ -125,16 +125,9 @@ def vision_position_ids(grid_thw: torch.Tensor, spatial_merge_size: int = 1) -> 
     """
     import torch
 
-    rows, cols = [], []
-    for t, h, w in grid_thw.tolist():
-        m = spatial_merge_size
-        if h % m or w % m:
-            raise ValueError(f"grid {h}x{w} is not divisible by spatial_merge_size {m}")
-        hh, ww = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-        block = (h // m, m, w // m, m)
-        rows.append(hh.reshape(block).transpose(1, 2).flatten().repeat(t))
-        cols.append(ww.reshape(block).transpose(1, 2).flatten().repeat(t))
-    return torch.stack([torch.cat(rows), torch.cat(cols)])[:, None, :]
+    m = int(spatial_merge_size)
+    row, col = _patch_rows_cols(_grids(np.asarray(grid_thw.tolist(), dtype=np.int64), m), m)
+    return torch.from_numpy(np.stack([row, col]))[:, None, :]
 
 
 def patch_grid_positions(height: int, width: int, *, offset: int = 0, cls_token: str | None = None) -> torch.Tensor:
@@ -173,7 +166,8 @@ def _grids(grid_thw, merge: int) -> np.ndarray:
     if (grid <= 0).any():
         raise ValueError(f"grid_thw entries must be positive, got {grid.tolist()}")
     if (grid[:, 1:] % merge).any():
-        raise ValueError(f"grid_thw {grid.tolist()}: h and w must be multiples of spatial_merge_size {merge}")
+        raise ValueError(f"grid_thw {grid.tolist()}: h and w must be multiples of spatial_merge_size {merge} "
+                         "(an image not divisible into merge blocks)")
     return grid.astype(np.int64)
 
 
@@ -182,6 +176,13 @@ def _block_order(h: int, w: int, m: int) -> tuple[np.ndarray, np.ndarray]:
     rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     block = (h // m, m, w // m, m)
     return rows.reshape(block).transpose(0, 2, 1, 3).ravel(), cols.reshape(block).transpose(0, 2, 1, 3).ravel()
+
+
+def _patch_rows_cols(grid: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    # Every patch's (row, column), images one after another, each frame of a video repeated.
+    order = [_block_order(h, w, m) for _, h, w in grid.tolist()]
+    return (np.concatenate([np.tile(r, t) for (r, _), t in zip(order, grid[:, 0].tolist())]),
+            np.concatenate([np.tile(c, t) for (_, c), t in zip(order, grid[:, 0].tolist())]))
 
 
 def _window_index(grid: np.ndarray, m: int, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -253,14 +254,7 @@ def vision_grid_inputs(grid_thw, *, spatial_merge_size: int, window_size: int | 
     if m < 1:
         raise ValueError(f"spatial_merge_size must be >= 1, got {spatial_merge_size}")
     grid = _grids(grid_thw, m)
-    rows, cols, heights, widths = [], [], [], []
-    for t, h, w in grid.tolist():
-        r, c = _block_order(h, w, m)
-        rows.append(np.tile(r, t))
-        cols.append(np.tile(c, t))
-        heights.append(np.full(t * h * w, h))
-        widths.append(np.full(t * h * w, w))
-    row, col = np.concatenate(rows), np.concatenate(cols)
+    row, col = _patch_rows_cols(grid, m)
     frames = np.repeat(grid[:, 1] * grid[:, 2], grid[:, 0])
     out = {"position_ids": np.stack([row, col], axis=-1).astype(np.int64),
            "cu_seqlens": np.concatenate([[0], np.cumsum(frames)]).astype(np.int32)}
@@ -275,8 +269,9 @@ def vision_grid_inputs(grid_thw, *, spatial_merge_size: int, window_size: int | 
         if interpolation != "bilinear":
             raise ValueError(f"interpolation {interpolation!r}: only 'bilinear' (Qwen3-VL's) is implemented")
         side = int(num_grid_per_side)
-        h_taps, h_w = _axis_taps(row, np.concatenate(heights), side, align_corners)
-        w_taps, w_w = _axis_taps(col, np.concatenate(widths), side, align_corners)
+        patches = grid.prod(axis=1)  # each patch resampled against its own image's h and w
+        h_taps, h_w = _axis_taps(row, np.repeat(grid[:, 1], patches), side, align_corners)
+        w_taps, w_w = _axis_taps(col, np.repeat(grid[:, 2], patches), side, align_corners)
         out["interp_indices"] = (h_taps[:, :, None] * side + w_taps[:, None, :]).reshape(-1, 4)
         out["interp_weights"] = (h_w[:, :, None] * w_w[:, None, :]).reshape(-1, 4)
     return out

@@ -235,6 +235,10 @@ def export_hf(config, out, *, part: str = "text", layers: int = 2, exporter: str
         replaced = patched.replaced
     proto = onnx.load_from_string(data)
     ops = [n.op_type for n in proto.graph.node]
+    if isinstance(wrapper, GridEncoder):  # what a serving process passes to vision_grid_inputs
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = GRID_METADATA_KEY, json.dumps(wrapper.params)
+        data = proto.SerializeToString()
     unpatched_nodes = unpatched_error = None
     if compare_unpatched:
         say("exporting the unpatched model, for comparison")
@@ -263,11 +267,6 @@ def export_hf(config, out, *, part: str = "text", layers: int = 2, exporter: str
             worst = max(worst, stats["max_abs_err"])
             scale = max(scale, float(np.abs(want).max()))
         shapes.append(label)
-    if isinstance(wrapper, GridEncoder):  # what a serving process passes to vision_grid_inputs
-        proto = onnx.load_from_string(data)
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = GRID_METADATA_KEY, json.dumps(wrapper.params)
-        data = proto.SerializeToString()
     atomic_write(out, data)
     return HFExportReport(path=os.fspath(out), model=type(model).__name__, exporter=exporter, replaced=replaced,
                           nodes=len(ops), rotary_nodes=ops.count("RotaryEmbedding"), nodes_unpatched=unpatched_nodes,

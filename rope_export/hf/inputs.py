@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .patch import rotary_kind
+from .adapters import rotary_kind
 from .vision_grid import GridEncoder
 
 __all__ = ["example_inputs", "reference_cases", "EXPORT_GRID", "UNSEEN_GRIDS"]
