@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-__all__ = ["mrope_axes", "axial_axes", "stream_order"]
+__all__ = ["mrope_axes", "alternating_axes", "axial_axes", "stream_order"]
 
 
 def mrope_axes(sections: Sequence[int], *, interleaved: bool, pairs: int | None = None) -> tuple[int, ...]:
@@ -38,6 +38,22 @@ def mrope_axes(sections: Sequence[int], *, interleaved: bool, pairs: int | None 
     if pairs is not None and total != pairs:
         raise ValueError(f"sections (mrope_section) {sections} sum to {total}, expected rotary_dim / 2 = {pairs}")
     return tuple(a for a, s in enumerate(sections) for _ in range(s))
+
+
+def alternating_axes(sections: Sequence[int]) -> tuple[int, ...]:
+    """ERNIE 4.5-VL's M-RoPE: the first ``s1 + s2`` pairs alternate axis 1 and axis 2 (its h and
+    w streams, frequencies in order), the last ``s3`` pairs follow axis 0 (t).
+
+    >>> alternating_axes([2, 2, 1])
+    (1, 2, 1, 2, 0)
+
+    Raises:
+        ValueError: not 3 sections, or its first two differ (its code stacks them pair by pair).
+    """
+    sections = [int(s) for s in sections]
+    if len(sections) != 3 or sections[0] != sections[1] or min(sections) < 0:
+        raise ValueError(f"mrope_section must be [n, n, m] (h and w alternate pair by pair), got {sections}")
+    return tuple(1 + j % 2 for j in range(2 * sections[0])) + (0,) * sections[2]
 
 
 def axial_axes(pairs: int, *, column_first: bool = False) -> tuple[int, ...]:

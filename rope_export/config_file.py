@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any, Mapping
 
-from .architectures import VISION_FAMILIES
+from .architectures import ALTERNATING_2D_TEXT, KEY_NAMES, VISION_FAMILIES
 
 __all__ = ["load_config", "select_part", "layer_types_of", "is_vision", "MAX_CONFIG_BYTES"]
 
@@ -49,12 +49,17 @@ def select_part(cfg: Mapping[str, Any], part: str | None) -> tuple[str, dict, di
     """(kind, sub-config, parent config): kind is "text" or "vision" (which rule reads it).
 
     ``part``: "text" (the decoder: ``text_config`` when nested), "vision" (``vision_config``),
+    "memory_attention" (SAM 2 video's, 2D over the memory's feature grid; kind "vision"),
     None (text when the config has a decoder, else vision), or the dotted path of any nested
     config (``"audio_config"``, ``"thinker_config.text_config"``), read by its model_type.
     """
     if not isinstance(part, (str, type(None))) or part == "":
         raise ValueError(f"part must be 'text', 'vision', a nested config's key path or None, got {part!r}")
     parent = dict(cfg)
+    if part == "memory_attention":  # SAM 2 video: its memory attention's fields sit in the root config
+        if "memory_attention_hidden_size" not in cfg:
+            raise ValueError("part='memory_attention' asked, but the config has no memory_attention_hidden_size (SAM 2 video)")
+        return "vision", parent, parent
     if part not in (None, "text", "vision"):
         sub: Any = cfg
         for key in part.split("."):
@@ -66,6 +71,7 @@ def select_part(cfg: Mapping[str, Any], part: str | None) -> tuple[str, dict, di
         kind = "vision" if str(sub.get("model_type", "")) in VISION_FAMILIES or is_vision(sub) else "text"
         return kind, sub, parent
     if part is None:
+        cfg = _renamed_keys(cfg)
         if "text_config" in cfg or any(k in cfg for k in ("num_attention_heads", "n_head")) and not is_vision(cfg):
             part = "text"
         elif "vision_config" in cfg or is_vision(cfg):
@@ -73,6 +79,7 @@ def select_part(cfg: Mapping[str, Any], part: str | None) -> tuple[str, dict, di
         else:
             raise ValueError("config: found neither a decoder (num_attention_heads) nor a vision_config")
     if part == "text":
+        cfg = _renamed_keys(cfg)
         if "text_config" in cfg and isinstance(cfg["text_config"], Mapping):
             # Nested configs keep some rope fields at top level (older Qwen2.5-VL files): inherit them.
             top = {k: v for k, v in cfg.items() if k not in ("text_config", "vision_config")}
@@ -87,8 +94,30 @@ def select_part(cfg: Mapping[str, Any], part: str | None) -> tuple[str, dict, di
     raise ValueError("config: part='vision' asked, but the config has no vision_config")
 
 
+def _renamed_keys(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The config under the standard key names, for the model types that use their own
+    (transformers' ``attribute_map``: DBRX's ``n_heads``, Moonshine's decoder heads)."""
+    renames = KEY_NAMES.get(str(cfg.get("model_type", "")))
+    if not renames:
+        return cfg
+    out = {**cfg, **{new: cfg[old] for old, new in renames.items() if old in cfg}}
+    attn = cfg.get("attn_config")
+    if cfg.get("model_type") == "dbrx" and isinstance(attn, Mapping) and attn.get("rope_theta") is not None:
+        # DBRX's own files keep the base in attn_config (databricks/dbrx-instruct: 500000), as vLLM
+        # reads it; transformers 5.23 ignores it there and rotates with rope_parameters' (10000).
+        params = cfg.get("rope_parameters") or {}
+        if params.get("rope_theta") not in (None, attn["rope_theta"]):
+            raise ValueError(f"dbrx: attn_config.rope_theta {attn['rope_theta']} and rope_parameters.rope_theta "
+                             f"{params['rope_theta']} disagree (a file re-saved by transformers 5, which ignores "
+                             "attn_config's); set rope_parameters.rope_theta to the base the model was trained with")
+        out["rope_theta"] = attn["rope_theta"]
+    return out
+
+
 def is_vision(cfg: Mapping[str, Any]) -> bool:
     mt = str(cfg.get("model_type", ""))
+    if mt in ALTERNATING_2D_TEXT:
+        return False
     return mt in ("pixtral", "llama4_vision_model") or mt.endswith("_vision") or ("vision_config" not in cfg and "patch_size" in cfg)
 
 

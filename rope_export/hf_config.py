@@ -12,13 +12,13 @@ import os
 from typing import Any, Mapping
 
 from . import frequencies as F
-from .architectures import (DEFAULT_MROPE_SECTION, DEINTERLEAVING_MLA, HEAD_DIM_KEY, INTERLEAVED_MROPE, INTERLEAVED_TEXT, REFUSED_TEXT, VERIFIED_TEXT,
-                            VISION_FAMILIES)
-from .axes import axial_axes, mrope_axes
+from .architectures import (ALTERNATING_2D_TEXT, ALTERNATING_MROPE, DEFAULT_MROPE_SECTION, DEINTERLEAVING_MLA, HEAD_DIM_KEY,
+                            INTERLEAVED_MROPE, INTERLEAVED_TEXT, REFUSED_TEXT, REFUSED_VISION, VERIFIED_TEXT, VISION_FAMILIES)
+from .axes import alternating_axes, axial_axes, mrope_axes
 from .config_file import layer_types_of, load_config, select_part
 from .values import positive_int, positive_number
 
-__all__ = ["load_config", "select_part", "spec_fields", "head_dim_of", "layer_types_of", "ROPE_TYPE_NAMES"]
+__all__ = ["load_config", "select_part", "spec_fields", "verification_key", "head_dim_of", "layer_types_of", "ROPE_TYPE_NAMES"]
 
 ROPE_TYPE_NAMES = tuple(F.ROPE_TYPES)
 _ALIASES = {"su": "longrope", "mrope": "default", None: "default"}
@@ -152,25 +152,34 @@ def spec_fields(cfg: Mapping[str, Any] | str | os.PathLike, part: str | None = N
     with ``verified_only=False`` to check them.
     """
     cfg = load_config(cfg)
-    part, sub, parent = select_part(cfg, part)
-    if part == "vision":
+    kind, sub, parent = select_part(cfg, part)
+    if kind == "vision":
         if layer_type is not None:
             raise ValueError("layer_type applies to text decoders, not vision encoders")
         return _vision_fields(sub, parent)
-    if str(sub.get("model_type")) in REFUSED_TEXT:
-        raise ValueError(f"model_type {sub['model_type']!r}: {REFUSED_TEXT[sub['model_type']]}; "
-                         "rope_export cannot represent it exactly")
+    key = verification_key(cfg, part, sub)
+    if key in REFUSED_TEXT:
+        raise ValueError(f"model_type {key!r}: {REFUSED_TEXT[key]}; rope_export cannot represent it exactly")
     fields = _text_fields(_layer_params(sub, layer_type))  # its own errors are the more precise ones
     if verified_only:
-        _check_text_model_type(sub)
+        _check_text_model_type(key)
     return fields
 
 
-def _check_text_model_type(cfg: Mapping[str, Any]) -> None:
-    model_type = cfg.get("model_type")
+def verification_key(cfg: Mapping[str, Any], part: str | None, sub: Mapping[str, Any] | None = None) -> str | None:
+    """The name `architectures.VERIFIED_TEXT` knows a text part by: its model_type, or, for a
+    nested config without one (Evolla's protein encoder, Qwen3-Omni's code2wav),
+    ``"<root model_type>.<part>"``. None: a config with no model_type at all (the generic rule)."""
+    sub = select_part(cfg, part)[1] if sub is None else sub
+    model_type = sub.get("model_type")
+    if model_type == "" and part not in (None, "text", "vision"):
+        return f"{cfg.get('model_type', '')}.{part}"
+    return None if model_type is None else str(model_type)
+
+
+def _check_text_model_type(model_type: str | None) -> None:
     if model_type is None:
         return  # no architecture to check against: the generic rule (half layout, whole head) applies
-    model_type = str(model_type)
     if model_type not in VERIFIED_TEXT and f"{model_type}_text" not in VERIFIED_TEXT:
         raise ValueError(f"model_type {model_type!r} is not one rope_export has verified against its modeling code "
                          "(rope_export.architectures.VERIFIED_TEXT); rope_export.hf.coverage.check_config(config) checks this "
@@ -219,14 +228,24 @@ def _text_fields(cfg: dict) -> dict:
                   scaling={k: v for k, v in params.items() if k != "type"},
                   max_position_embeddings=int(max_pos) if max_pos is not None else None)
 
+    if model_type in ALTERNATING_2D_TEXT:
+        pairs = fields["rotary_dim"] // 2
+        fields.update(num_axes=2, axis_of_pair=tuple(j % 2 for j in range(pairs)),
+                      scaling={**fields["scaling"], "axes": "row, column alternating"})
     # Qwen-VL reference code falls back to a per-model section when the config names none.
     section = params.get("mrope_section") or DEFAULT_MROPE_SECTION.get(model_type)
     if section is not None:
         if freqs.length_rule is not None:
             raise ValueError(f"rope_type {rope_type!r} with mrope_section is not supported")
         interleaved = bool(params.get("mrope_interleaved", model_type in INTERLEAVED_MROPE))
-        fields.update(num_axes=len(section), axis_of_pair=mrope_axes(section, interleaved=interleaved,
-                                                                     pairs=fields["rotary_dim"] // 2),
+        if model_type in ALTERNATING_MROPE:
+            axes = alternating_axes(section)
+            if len(axes) != fields["rotary_dim"] // 2:
+                raise ValueError(f"mrope_section {list(section)} sums to {len(axes)} pairs, rotary_dim / 2 is "
+                                 f"{fields['rotary_dim'] // 2}")
+        else:
+            axes = mrope_axes(section, interleaved=interleaved, pairs=fields["rotary_dim"] // 2)
+        fields.update(num_axes=len(section), axis_of_pair=axes,
                       scaling={**fields["scaling"], "mrope_section": list(section), "mrope_interleaved": interleaved})
     return fields
 
@@ -234,23 +253,32 @@ def _text_fields(cfg: dict) -> dict:
 def _vision_fields(cfg: dict, parent: dict) -> dict:
     model_type = str(cfg.get("model_type") or parent.get("model_type") or "")
     family = VISION_FAMILIES.get(model_type)
+    if model_type in REFUSED_VISION:
+        raise ValueError(f"vision model_type {model_type!r}: {REFUSED_VISION[model_type]}; rope_export cannot represent it exactly")
     if family is None:
         raise ValueError(
             f"vision_config.model_type {model_type!r} is not a vision encoder rope_export knows "
             f"(rope_export.architectures.VISION_FAMILIES: Pixtral, Llama 4, the Qwen-VL family, Kimi-K2.5, Step3, ...)"
         )
     theta = _rope_params(cfg)["rope_theta"]
-    # Pixtral: the 1D table's even entries for rows, odd for columns. Llama 4: Meta's complex
-    # code pairs consecutive dims and puts the column (x) angles first. Qwen-VL: one table twice.
+    if family == "thw":
+        return _thw_fields(cfg, theta, model_type)
+    # Pixtral: the 1D table's even entries for rows, odd for columns. Llama 4 and SAM 2 video's
+    # memory attention: consecutive dims paired, the column (x) angles first. Qwen-VL: one table twice.
     # Step3: Qwen-VL's with the columns first. Kimi-K2.5: one table, each frequency's column
     # pair then its row pair (w0 h0 w1 h1 ...).
     frequencies, layout, column_first = {"pixtral": ("interleaved", "half", False),
                                          "llama4": ("shared", "interleaved", True),
                                          "qwen_vl": ("shared", "half", False),
                                          "step3": ("shared", "half", True),
-                                         "kimi": ("shared", "half", True)}[family]
+                                         "kimi": ("shared", "half", True),
+                                         "sam_memory": ("shared", "interleaved", True)}[family]
     if family in ("pixtral", "step3", "kimi"):
         head_dim = head_dim_of(cfg)
+    elif family == "sam_memory":  # its attention projects down by memory_attention_downsample_rate
+        head_dim = positive_int(cfg.get("memory_attention_hidden_size"), "memory_attention_hidden_size") // (
+            positive_int(cfg.get("memory_attention_downsample_rate", 1), "memory_attention_downsample_rate")
+            * positive_int(cfg.get("memory_attention_num_attention_heads"), "memory_attention_num_attention_heads"))
     elif family == "llama4":
         head_dim = head_dim_of({k: v for k, v in cfg.items() if k != "head_dim"})  # hidden_size / heads, as its code
     else:
@@ -272,8 +300,24 @@ def _vision_fields(cfg: dict, parent: dict) -> dict:
     # them from 1; its class token sits at 0): the positions' bound, so `auto` may use a table.
     side = (int(cfg["image_size"]) // int(cfg["patch_size"]) if family in ("pixtral", "llama4")
             and cfg.get("image_size") and cfg.get("patch_size") else None)
+    if family == "sam_memory" and isinstance(cfg.get("memory_attention_rope_feat_sizes"), list):
+        side = max(int(v) for v in cfg["memory_attention_rope_feat_sizes"])  # the memory's feature grid
     return dict(head_dim=head_dim, rotary_dim=head_dim, inv_freq=tuple(inv_freq),
                 layout=layout, num_axes=2, axis_of_pair=axes,
                 max_position_embeddings=None if side is None else side + (family == "llama4"),
                 scaling={"rope_type": "axial", "rope_theta": theta, "frequencies": frequencies, "column_first": column_first,
                          "family": family, "model_type": model_type})
+
+
+def _thw_fields(cfg: dict, theta: float, model_type: str) -> dict:
+    """3D vision RoPE (MiniMax-M3-VL): (t, h, w) per patch, one table over ``2 * (head_dim // 3 // 2)``
+    dims per axis, the axes' pairs one after the other; the last ``head_dim % 6`` dims pass through."""
+    head_dim = head_dim_of(cfg)
+    per_axis = (head_dim // 3) // 2
+    if per_axis == 0:
+        raise ValueError(f"head_dim {head_dim} is too small for 3D RoPE")
+    table = F.default_inv_freq(theta, 2 * per_axis)[0].tolist()
+    return dict(head_dim=head_dim, rotary_dim=6 * per_axis, inv_freq=tuple(table * 3), layout="half", num_axes=3,
+                axis_of_pair=tuple(a for a in range(3) for _ in range(per_axis)),
+                scaling={"rope_type": "axial", "rope_theta": theta, "frequencies": "shared", "family": "thw",
+                         "model_type": model_type})

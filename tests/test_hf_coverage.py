@@ -18,8 +18,6 @@ from rope_export.hf.export import export_hf  # noqa: E402
 
 # Accepted rows this generic probe cannot run, each checked by a test of its own.
 CHECKED_ELSEWHERE = {
-    ("llama4", "vision"): "complex rotary without positions: tests/test_hf_parity.py",
-    ("llama4_vision_model", "vision"): "complex rotary without positions: tests/test_hf_parity.py",
     ("musicflamingo", "text"): "its rotary is the audio clock, not the decoder's (a verified qwen2)",
 }
 
@@ -34,7 +32,7 @@ def test_no_row_is_silently_wrong(rows):
     counts = summary(rows)
     wrong = [(r.model_type, r.part, r.layer_type, r.detail) for r in rows if r.status == "wrong"]
     assert not wrong, wrong
-    assert counts["exact"] >= 290, counts  # transformers 5.23: 296 of 340 rows
+    assert counts["exact"] >= 0.95 * len(rows), counts  # transformers 5.23: 353 of 370 rows
     for r in rows:
         if r.status == "unprobed":
             assert (r.model_type, r.part) in CHECKED_ELSEWHERE, (r.model_type, r.part, r.detail)

@@ -55,6 +55,11 @@ CONFIG_FIXES = {
     **{t: _GLM_PARTIAL for t in ("glm4v", "glm4v_text", "glm_image", "glm_image_text")},
     **{t: {**_GLM_PARTIAL, "head_dim": 128} for t in ("glm4v_moe", "glm4v_moe_text")},
     "qwen3_omni_moe_text": {"num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128},
+    # transformers 5.23's defaults build no rotary: HunYuan-VL names no sections (tencent/HunyuanOCR
+    # config.json: xdrope_section [16, 16, 16, 16]); Cohere Compass's text rope_parameters is {}
+    # (a per-layer-type rotary: one entry for its full-attention layers, sections from its code).
+    "hunyuan_vl_text": {"rope_parameters": {"mrope_section": [16, 16, 16, 16]}},
+    "cohere_compass_text": {"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 10000.0}}},
 }
 
 
@@ -126,9 +131,10 @@ def rule_exact_text_types(rows: list[Row]) -> list[str]:
     by: dict = {}
     for r in rows:
         kind, _, config_type = r.config_type.partition(":")
-        # A type is judged on its own rows (and its VLM's text rows): a composite model that
-        # embeds a Qwen2 decoder next to a rotary of its own (an audio clock) says nothing of Qwen2.
-        if kind == "text" and config_type in (r.model_type, r.model_type + "_text"):
+        # A type is judged on its own rows and its nested parts' (a VLM's "<type>_text", Dia's
+        # "dia_encoder", T5Gemma's "t5_gemma_module"): a composite model that embeds a Qwen2
+        # decoder next to a rotary of its own (an audio clock) says nothing of Qwen2.
+        if kind == "text" and config_type.replace("_", "").startswith(r.model_type.replace("_", "")):
             by.setdefault(config_type, set()).add(r.rule)
     return sorted(m for m, rules in by.items() if m and rules == {"exact"})
 

@@ -5,21 +5,21 @@ function on random q and k) and held against the spec `from_hf_config` reads fro
 
 from __future__ import annotations
 
-import ast
 import copy
 import dataclasses
-import functools
-import importlib
 import inspect
 import math
 
 import torch
 
+from ..architectures import XY_POSITIONS
 from ..config_file import is_vision
-from ..hf_config import layer_types_of, select_part, spec_fields
+from ..hf_config import layer_types_of, select_part, spec_fields, verification_key
 from ..modules import RotaryEmbedding
+from ..positions import patch_grid_positions
 from ..spec import RopeSpec
 from ..validate.compare import TOLERANCES, compare
+from .sources import apply_function, configs_for, modeling_module, rotary_classes, sub_configs
 
 __all__ = ["Row", "modeling_module", "rotary_classes", "sub_configs", "probe_config", "ATTENTION_SLICES"]
 
@@ -37,48 +37,6 @@ class Row:
     config_type: str = ""  # the model_type from_hf_config reads for this part (a VLM's text: "<vlm>_text")
 
 
-def modeling_module(model_type: str):
-    from transformers import CONFIG_MAPPING
-
-    config_cls = CONFIG_MAPPING[model_type]
-    name = config_cls.__module__.replace(".configuration_", ".modeling_")
-    return config_cls, importlib.import_module(name)
-
-
-def rotary_classes(module) -> list[type]:
-    return [v for k, v in sorted(vars(module).items())
-            if isinstance(v, type) and k.endswith("RotaryEmbedding") and v.__module__ == module.__name__]
-
-
-def sub_configs(root) -> list[tuple[str, object]]:
-    """(attribute, config) for the root and its nested configs, depth first."""
-    from transformers import PretrainedConfig
-
-    out, seen = [("", root)], {id(root)}
-    for name, value in sorted(vars(root).items()):
-        if isinstance(value, PretrainedConfig) and id(value) not in seen:
-            seen.add(id(value))
-            out.extend((f"{name}.{n}" if n else name, c) for n, c in sub_configs(value))
-    return out
-
-
-def _config_for(rotary_cls, root, module) -> tuple[str, object] | None:
-    """(attribute path, config) of the sub-config the rotary class is built from, or None when
-    this model type's config has none of that class (a rotary of a sibling model type)."""
-    params = list(inspect.signature(rotary_cls.__init__).parameters.values())[1:]
-    if not params:
-        return None
-    annotation = params[0].annotation
-    if isinstance(annotation, str):
-        annotation = getattr(module, annotation, None)
-    if not isinstance(annotation, type):
-        return ("", root) if params[0].name == "config" else None
-    found = next(((attr, cfg) for attr, cfg in sub_configs(root) if isinstance(cfg, annotation)), None)
-    if found is None and getattr(annotation, "sub_configs", {}).get("text_config") is type(root):
-        found = ("", root)  # a VLM's text rotary typed with the VLM's config, on the text model type
-    return found
-
-
 def _build_rotary(rotary_cls, cfg, **kwargs):
     try:
         return rotary_cls(cfg, **kwargs).eval()
@@ -91,8 +49,14 @@ def _build_rotary(rotary_cls, cfg, **kwargs):
 
 def _part(attr: str, cfg, rotary_cls) -> str:
     """The ``part`` a user passes to `from_hf_config` for this sub-config."""
-    if attr in ("", "text_config"):  # a vision encoder's own config (MLCD): vision, whatever the class name
-        return "vision" if "vision" in rotary_cls.__name__.lower() or (attr == "" and is_vision(cfg.to_dict())) else "text"
+    if attr == "" and "memory_attention_hidden_size" in cfg.to_dict():  # SAM 2 video's memory attention
+        return "memory_attention"
+    if attr in ("", "text_config"):
+        # By what the config is (MLCD's vision rotary class has no "vision" in its name; DeepSeek-OCR 2's
+        # encoder is a decoder stack over image tokens), the class name only when it has no decoder (SAM 2).
+        data = cfg.to_dict()
+        vision = is_vision(data) or "vision" in rotary_cls.__name__.lower() and not data.get("num_attention_heads")
+        return "vision" if attr == "" and vision else "text"
     if attr == "vision_config":
         return "vision"
     return attr  # a nested config by its key path (audio encoders, talkers, ...)
@@ -116,53 +80,20 @@ def _call_rotary(rotary, position_ids, layer_type):
     return out
 
 
-def _multi_axis(rotary, pos2d, layer_type, axes: int = 3) -> torch.Tensor | None:
-    """[A, 1, S] positions with different streams when the rotary is multi-axis, else None."""
-    streams = torch.stack([pos2d[0], pos2d[0] // 2 + 1, (pos2d[0] * 3) % 97])[:, None]
-    try:
-        mixed = _call_rotary(rotary, streams, layer_type)
-        same = _call_rotary(rotary, pos2d[None].expand(axes, -1, -1), layer_type)
-        flat = _call_rotary(rotary, pos2d, layer_type)
-    except Exception:  # noqa: BLE001 - a one-axis rotary rejects 3-axis positions
-        return None
-    if mixed[0].shape != flat[0].shape or not torch.equal(same[0], flat[0]) or torch.equal(mixed[0], flat[0]):
-        return None
-    return streams
-
-
-_TOWERS = ("Vision", "Visual", "Audio", "Image")
-
-
-@functools.cache
-def _apply_calls(module_name: str, tower: str | None) -> dict[str, bool]:
-    """{apply function: all calls under ``if ...rope_interleave``} in the classes of ``tower`` (None: text)."""
-    calls: dict[str, bool] = {}
-
-    def visit(node, guarded: bool) -> None:
-        if isinstance(node, ast.If) and "rope_interleave" in ast.unparse(node.test):
-            guarded = True
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id.startswith("apply_rotary"):
-            calls[node.func.id] = calls.get(node.func.id, True) and guarded
-        for child in ast.iter_child_nodes(node):
-            visit(child, guarded)
-
-    for node in ast.parse(inspect.getsource(importlib.import_module(module_name))).body:
-        if isinstance(node, ast.ClassDef) and (tower in node.name if tower else not any(w in node.name for w in _TOWERS)):
-            visit(node, False)
-    return calls
-
-
-def _apply_function(module, cfg, rotary_name: str, complex_freqs: bool = False):
-    """The apply function the rotary's attention calls, or None when that cannot be told."""
-    if complex_freqs:
-        return getattr(module, "apply_rotary_emb", None)
-    plain, inter = "apply_rotary_pos_emb", "apply_rotary_pos_emb_interleave"
-    calls = _apply_calls(module.__name__, next((w for w in _TOWERS if w in rotary_name), None))
-    if inter in calls and hasattr(module, inter):
-        if calls[inter]:  # DeepSeek V3: chosen by the config's rope_interleave
-            return getattr(module, inter) if getattr(cfg, "rope_interleave", False) else getattr(module, plain, None)
-        return None if calls.get(plain) is False else getattr(module, inter)  # always (LongCat); both: unknown
-    return getattr(module, plain, None)
+def _multi_axis(rotary, pos2d, layer_type) -> torch.Tensor | None:
+    """[A, 1, S] positions with different streams when the rotary is multi-axis (M-RoPE's 3
+    axes, NeoMME's 2), else None."""
+    for axes in (3, 2):
+        streams = torch.stack([pos2d[0], pos2d[0] // 2 + 1, (pos2d[0] * 3) % 97])[:axes, None]
+        try:
+            mixed = _call_rotary(rotary, streams, layer_type)
+            same = _call_rotary(rotary, pos2d[None].expand(axes, -1, -1), layer_type)
+            flat = _call_rotary(rotary, pos2d, layer_type)
+        except Exception:  # noqa: BLE001 - a one-axis rotary rejects multi-axis positions
+            continue
+        if mixed[0].shape == flat[0].shape and torch.equal(same[0], flat[0]) and not torch.equal(mixed[0], flat[0]):
+            return streams
+    return None
 
 
 # Decoders whose attention slices the rotary dims off first (query_states[..., : self.rotary_ndims]).
@@ -204,25 +135,29 @@ def probe_config(root) -> list[Row]:
     data = root.to_dict()  # the config.json a user would pass
     rows = []
     for rotary_cls in rotary_classes(module):
-        found = _config_for(rotary_cls, root, module)
-        if found is None:
-            continue  # built from a config this model type does not hold
-        attr, cfg = found
-        part = _part(attr, cfg, rotary_cls)
-        takes_layer = "layer_type" in inspect.signature(rotary_cls.forward).parameters
-        layer_types = layer_types_of(_part_dict(cfg.to_dict(), part)) if takes_layer else []
-        for layer_type in layer_types or [None]:
-            row = _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type)
-            row.rule = row.status
-            try:
-                kind, sub, _ = select_part(data, part)
-                row.config_type = f"{kind}:{sub.get('model_type', '')}"
-            except ValueError:
-                row.config_type = "-"
-            refusal = _accepted(data, part, layer_type) if row.status != "refused" else ""
-            if refusal:
-                row.status, row.detail = "refused", refusal
-            rows.append(row)
+        # [] when built from a config this model type does not hold
+        for attr, cfg in configs_for(rotary_cls, root, module):
+            rows.extend(_probe_rows(model_type, data, attr, cfg, rotary_cls, module))
+    return rows
+
+
+def _probe_rows(model_type, data, attr, cfg, rotary_cls, module) -> list[Row]:
+    part = _part(attr, cfg, rotary_cls)
+    takes_layer = "layer_type" in inspect.signature(rotary_cls.forward).parameters
+    layer_types = layer_types_of(_part_dict(cfg.to_dict(), part)) if takes_layer else []
+    rows = []
+    for layer_type in layer_types or [None]:
+        row = _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type)
+        row.rule = row.status
+        try:
+            kind, sub, _ = select_part(data, part)
+            row.config_type = f"{kind}:{verification_key(data, part, sub) or ''}"
+        except ValueError:
+            row.config_type = "-"
+        refusal = _accepted(data, part, layer_type) if row.status != "refused" else ""
+        if refusal:
+            row.status, row.detail = "refused", refusal
+        rows.append(row)
     return rows
 
 
@@ -235,7 +170,7 @@ def _part_dict(data: dict, part: str) -> dict:  # Step3p7: layer types in its te
 
 def _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type) -> Row:
     row = Row(model_type, part, layer_type, rotary_cls.__name__, "unprobed")
-    if part == "vision" or (part != "text" and "vision" in rotary_cls.__name__.lower()):
+    if _kind(data, part, rotary_cls) == "vision":
         return _probe_vision(row, data, cfg, rotary_cls, module, part)
     spec, spec_error = _spec_or_error(data, part, layer_type)
     declared = getattr(cfg, "layer_types", None)
@@ -255,7 +190,7 @@ def _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type) -> R
     except Exception as exc:  # noqa: BLE001
         row.detail = f"rotary module: {type(exc).__name__}: {exc}"[:200]
         return _refused_or(row, spec_error)
-    apply = _apply_function(module, cfg, rotary_cls.__name__, complex_freqs=sin is None)
+    apply = apply_function(module, cfg, rotary_cls.__name__, complex_freqs=sin is None)
     if apply is None:
         row.detail = "no module-level apply_rotary_pos_emb (apply_rotary_emb if complex), or two called unconditionally"
         return _refused_or(row, spec_error)
@@ -275,6 +210,13 @@ def _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type) -> R
     if spec is not None and spec.num_axes > 1 and pos.dim() == 2:
         pos = pos[None].expand(spec.num_axes, -1, -1)
     return _judge(row, spec, spec_error, q, k, pos, want)
+
+
+def _kind(data: dict, part: str, rotary_cls) -> str:
+    try:
+        return select_part(data, part)[0]
+    except ValueError:  # no such part: judged by the class name (the probe row reports the rest)
+        return "vision" if "vision" in rotary_cls.__name__.lower() else "text"
 
 
 def _spec_or_error(data: dict, part, layer_type=None):
@@ -298,16 +240,22 @@ def _accepted(data: dict, part, layer_type) -> str:
 def _probe_vision(row: Row, data: dict, cfg, rotary_cls, module, part: str = "vision") -> Row:
     # Vision encoders with (row, column) per patch: position_ids [N, 2] -> cos/sin [N, D].
     steps = torch.tensor([0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89])
-    hw = torch.stack([steps % 37, (steps * 7) % 41], dim=-1)
     spec, spec_error = _spec_or_error(data, part)
+    # [N, 2] (row, column) per patch, or [N, 3] (t, row, column) for a 3-axis spec (MiniMax-M3-VL)
+    hw = torch.stack([steps % 5, steps % 37, (steps * 7) % 41][3 - (spec.num_axes if spec else 2):], dim=-1)
+    if list(inspect.signature(rotary_cls.forward).parameters)[1:] == ["hidden_states"]:
+        return _probe_fixed_grid(row, spec, spec_error, cfg, rotary_cls, module)
     try:
         rotary = _build_rotary(rotary_cls, cfg)
-        cos, sin = _call_rotary(rotary, hw, None)
+        cos, sin = _call_rotary(rotary, hw.flip(-1) if rotary_cls.__name__ in XY_POSITIONS else hw, None)
         width = _head_width(cfg, spec)
         g = torch.Generator().manual_seed(0)
         q, k = torch.randn(len(steps), 2, width, generator=g), torch.randn(len(steps), 2, width, generator=g)
         with torch.no_grad():
-            if hasattr(module, "apply_rotary_pos_emb_vision"):
+            apply_2d = getattr(module, "apply_rotary_pos_emb_2d", getattr(module, "apply_rotary_pos_emb_2d_self_attn", None))
+            if apply_2d is not None:  # SAM (EdgeTAM: its self-attention's): q/k [..., N, D], cos/sin [1, N, D]
+                want = tuple(t[0].transpose(0, 1) for t in apply_2d(q.transpose(0, 1)[None], k.transpose(0, 1)[None], cos, sin))
+            elif hasattr(module, "apply_rotary_pos_emb_vision"):
                 want = module.apply_rotary_pos_emb_vision(q, k, cos, sin)
             else:
                 want = tuple(t[0].transpose(0, 1) for t in module.apply_rotary_pos_emb(
@@ -318,6 +266,25 @@ def _probe_vision(row: Row, data: dict, cfg, rotary_cls, module, part: str = "vi
     # [N, H, D] packed patches <-> our [1, H, N, D]
     return _judge(row, spec, spec_error, q, k, hw.T[:, None].contiguous(), want,
                   view=lambda t: t.transpose(0, 1)[None], unview=lambda t: t[0].transpose(0, 1))
+
+
+def _probe_fixed_grid(row: Row, spec, spec_error: str, cfg, rotary_cls, module) -> Row:
+    # Llama 4 vision: no positions; complex freqs [N + 1, 1, P] for its fixed patch grid (rows and
+    # columns counted from 1) and a class token last, applied by vision_apply_rotary_emb to [B, S, H, D].
+    try:
+        freqs = _build_rotary(rotary_cls, cfg)(torch.zeros(1))
+        grid = int(cfg.image_size) // int(cfg.patch_size)
+        width = _head_width(cfg, spec)
+        g = torch.Generator().manual_seed(0)
+        q, k = (torch.randn(1, freqs.shape[0], 2, width, generator=g) for _ in range(2))
+        with torch.no_grad():
+            want = module.vision_apply_rotary_emb(q, k, freqs)
+    except Exception as exc:  # noqa: BLE001
+        row.detail = f"vision rotary: {type(exc).__name__}: {exc}"[:200]
+        return _refused_or(row, spec_error)
+    swap = lambda t: t.transpose(1, 2)  # noqa: E731 - [B, S, H, D] <-> our [B, H, S, D]
+    return _judge(row, spec, spec_error, q, k, patch_grid_positions(grid, grid, offset=1, cls_token="last"), want,
+                  view=swap, unview=swap)
 
 
 def _judge(row: Row, spec: RopeSpec | None, spec_error: str, q, k, positions, want, view=None, unview=None) -> Row:
