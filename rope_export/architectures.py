@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "INTERLEAVED_TEXT", "DEINTERLEAVING_MLA", "KEY_NAMES", "INTERLEAVED_MROPE", "ALTERNATING_MROPE", "ALTERNATING_2D_TEXT",
-    "DEFAULT_MROPE_SECTION", "HEAD_DIM_KEY", "REFUSED_TEXT", "REFUSED_VISION", "VISION_FAMILIES", "XY_POSITIONS",
+    "DEFAULT_MROPE_SECTION", "HEAD_DIM_KEY", "REFUSED_TEXT", "ROTARY_USES", "REFUSED_VISION", "VISION_FAMILIES", "XY_POSITIONS",
     "ROTARY_CLASSES", "KEEPS_FLOAT32", "VISION_TYPES", "VISION_CLASSES", "TEXT_OF", "VISION_OF", "VERIFIED_TEXT",
 ]
 
@@ -63,16 +63,12 @@ HEAD_DIM_KEY = {"jetmoe": "kv_channels", "zamba2": "attention_head_dim"}
 # Text decoders whose rotary no spec can describe, and why (from_hf_config refuses them).
 REFUSED_TEXT = {
     "nanochat": "its rotate_half returns (x2, -x1): it rotates by minus the angle",
-    # DeepSeek V3.2's sparse-attention indexer rotates with apply_rotary_pos_emb (half pairs)
-    # while its attention de-interleaves (apply_rotary_pos_emb_interleave), from one rotary.
     # transformers 5.23: the config documents rotary_dim (64) as the rotated dims; the rotary
     # ignores it and rotates head_dim * partial_rotary_factor (all 128).
     **{t: "its config's rotary_dim and its rotary disagree (transformers 5.23 rotates head_dim * "
           "partial_rotary_factor, ignoring rotary_dim)" for t in _with_text("minimax_m3_vl")},
     "deepseek_v4": "it rotates the trailing rope dims of each [nope | rope] head (and the attention output by "
                    "minus the position); rope_export rotates the leading rotary_dim dims",
-    **{t: "its indexer and its attention rotate the same angles with different pairings (half and de-interleaved); "
-          "one spec cannot describe both" for t in ("deepseek_v32", "axk2")},
     # HunYuan-VL's XD-RoPE cuts the doubled table cat(freq, freq) into sections: with
     # mrope_section [16, 16, 16, 16] dims 0-31 follow stream 0 and their partners 64-95 stream 2.
     **{t: "its M-RoPE splits the doubled cos/sin table cat(freq, freq) into sections, so the two dims of a "
@@ -83,6 +79,13 @@ REFUSED_TEXT = {
     "musicflamingo": "it scales its window and time angles by each window's absolute timestamp (float seconds), "
                      "not token indices",
 }
+# Decoders whose one rotary is applied two ways: one spec per use, chosen with layer_type=.
+# DeepSeek V3.2 / AXK2: the MLA attention de-interleaves its q_pe / k_pe (apply_rotary_pos_emb_interleave);
+# the sparse-attention indexer rotates the first qk_rope_head_dim dims of its index_head_dim heads
+# in half pairs (apply_rotary_pos_emb). use -> (apply function, layout, config key of the head width).
+_MLA_AND_INDEXER = {"attention": ("apply_rotary_pos_emb_interleave", "interleaved_to_half", "qk_rope_head_dim"),
+                    "indexer": ("apply_rotary_pos_emb", "half", "index_head_dim")}
+ROTARY_USES = {"deepseek_v32": _MLA_AND_INDEXER, "axk2": _MLA_AND_INDEXER}
 # Vision encoders whose rotary no spec can describe, and why (from_hf_config refuses them).
 REFUSED_VISION = {
     "gemma4_vision": "it rotates each axis's half of the head with rotate_half inside that half (pairs i, i + D/4); "
@@ -153,28 +156,28 @@ VISION_OF = {"qwen2_vl": "qwen2_vl_vision", "qwen2_5_vl": "qwen2_5_vl_vision", "
 # text fields at top level, model_type "qwen2_vl") counts as its "<type>_text" decoder. Every
 # other model_type is refused (docs/coverage.md).
 VERIFIED_TEXT = frozenset({
-    "afmoe", "apertus", "arcee", "aria_text", "axk1", "bailing_hybrid", "bamba", "beam", "bitnet",
+    "afmoe", "apertus", "arcee", "aria_text", "axk1", "axk2", "bailing_hybrid", "bamba", "beam", "bitnet",
     "blt_global_transformer", "blt_local_decoder", "blt_local_encoder", "blt_patcher", "chameleon", "cohere",
     "cohere2", "cohere2_moe", "cohere_compass_text", "cosmos3_edge_text", "csm", "csm_depth_decoder_model",
-    "cwm", "dbrx", "deepseek_ocr2_encoder", "deepseek_ocr2_text", "deepseek_v2", "deepseek_v3", "dia_decoder",
-    "dia_encoder", "diffllama", "diffusion_gemma_text", "doge", "dots1", "dots3_note_audio_encoder",
-    "dots3_note_text", "embedding_gemma2_text", "emu3_text_model", "ernie4_5", "ernie4_5_moe",
-    "ernie4_5_vl_moe_text", "esm", "esmc", "eurobert", "evolla", "evolla.protein_encoder_config", "exaone4",
-    "exaone_moe", "falcon", "falcon_h1", "flex_olmo", "flint", "gemma", "gemma2", "gemma3_text", "gemma3n_text",
-    "gemma4_text", "gemma4_unified_text", "glm", "glm4", "glm4_moe", "glm4_moe_lite", "glm4v_moe_text",
-    "glm4v_text", "glm_image_text", "glm_moe_dsa", "glm_ocr_text", "glmasr_encoder", "gpt_neox",
-    "gpt_neox_japanese", "gpt_oss", "gptj", "gradium_phonon_tts", "granite", "granite4_vision_text",
-    "granite_docling_text", "granite_swa", "granitemoe", "granitemoe_swa", "granitemoehybrid",
-    "granitemoeshared", "gte", "helium", "higgs_audio_v2", "hrm_text", "hunyuan_v1_dense", "hunyuan_v1_moe",
-    "hy_v3", "hy_v4", "hyperclovax", "idefics", "jais2", "jetmoe", "jina_embeddings_v3", "kolibri1",
-    "kyutai_speech_to_text", "laguna", "lasr_encoder", "lfm2", "lfm2_moe", "lfm3", "llama", "llama4_text",
-    "longcat_flash", "mellum", "mimi", "mimi_decoder", "mimi_encoder", "mimo_v2_flash", "minicpm3", "minimax",
-    "minimax_m2", "ministral", "ministral3", "mistral", "mistral4", "mistral_large4_text", "mixtral",
-    "mllama_text_model", "modernbert", "modernbert-decoder", "molmo2_text", "moonshine", "moonshine_streaming",
-    "moshi", "muse_glimmer_assistant", "muse_glimmer_text", "muse_spark_text", "nemotron",
-    "nemotron3_5_transcribe_asr_audio", "nemotron3_5_transcribe_word_timestamp", "nemotron3_diarization_audio",
-    "neomme", "neucodec", "nomic_bert", "olmo", "olmo2", "olmo3", "olmo_hybrid", "olmoe",
-    "openai_privacy_filter", "paddleocr_vl_text", "pe_audio_encoder", "pe_audio_video_encoder",
+    "cwm", "dbrx", "deepseek_ocr2_encoder", "deepseek_ocr2_text", "deepseek_v2", "deepseek_v3", "deepseek_v32",
+    "dia_decoder", "dia_encoder", "diffllama", "diffusion_gemma_text", "doge", "dots1",
+    "dots3_note_audio_encoder", "dots3_note_text", "embedding_gemma2_text", "emu3_text_model", "ernie4_5",
+    "ernie4_5_moe", "ernie4_5_vl_moe_text", "esm", "esmc", "eurobert", "evolla",
+    "evolla.protein_encoder_config", "exaone4", "exaone_moe", "falcon", "falcon_h1", "flex_olmo", "flint",
+    "gemma", "gemma2", "gemma3_text", "gemma3n_text", "gemma4_text", "gemma4_unified_text", "glm", "glm4",
+    "glm4_moe", "glm4_moe_lite", "glm4v_moe_text", "glm4v_text", "glm_image_text", "glm_moe_dsa",
+    "glm_ocr_text", "glmasr_encoder", "gpt_neox", "gpt_neox_japanese", "gpt_oss", "gptj", "gradium_phonon_tts",
+    "granite", "granite4_vision_text", "granite_docling_text", "granite_swa", "granitemoe", "granitemoe_swa",
+    "granitemoehybrid", "granitemoeshared", "gte", "helium", "higgs_audio_v2", "hrm_text", "hunyuan_v1_dense",
+    "hunyuan_v1_moe", "hy_v3", "hy_v4", "hyperclovax", "idefics", "jais2", "jetmoe", "jina_embeddings_v3",
+    "kolibri1", "kyutai_speech_to_text", "laguna", "lasr_encoder", "lfm2", "lfm2_moe", "lfm3", "llama",
+    "llama4_text", "longcat_flash", "mellum", "mimi", "mimi_decoder", "mimi_encoder", "mimo_v2_flash",
+    "minicpm3", "minimax", "minimax_m2", "ministral", "ministral3", "mistral", "mistral4",
+    "mistral_large4_text", "mixtral", "mllama_text_model", "modernbert", "modernbert-decoder", "molmo2_text",
+    "moonshine", "moonshine_streaming", "moshi", "muse_glimmer_assistant", "muse_glimmer_text",
+    "muse_spark_text", "nemotron", "nemotron3_5_transcribe_asr_audio", "nemotron3_5_transcribe_word_timestamp",
+    "nemotron3_diarization_audio", "neomme", "neucodec", "nomic_bert", "olmo", "olmo2", "olmo3", "olmo_hybrid",
+    "olmoe", "openai_privacy_filter", "paddleocr_vl_text", "pe_audio_encoder", "pe_audio_video_encoder",
     "pe_video_encoder", "persimmon", "phi", "phi3", "phi4_multimodal", "phimoe", "pocket_tts",
     "pocket_tts_audio_tokenizer", "pocket_tts_audio_tokenizer_decoder", "pocket_tts_audio_tokenizer_encoder",
     "qwen2", "qwen2_5_omni_dit", "qwen2_5_omni_talker", "qwen2_5_omni_text", "qwen2_5_vl_text", "qwen2_moe",

@@ -13,7 +13,8 @@ from typing import Any, Mapping
 
 from . import frequencies as F
 from .architectures import (ALTERNATING_2D_TEXT, ALTERNATING_MROPE, DEFAULT_MROPE_SECTION, DEINTERLEAVING_MLA, HEAD_DIM_KEY,
-                            INTERLEAVED_MROPE, INTERLEAVED_TEXT, REFUSED_TEXT, REFUSED_VISION, VERIFIED_TEXT, VISION_FAMILIES)
+                            INTERLEAVED_MROPE, INTERLEAVED_TEXT, REFUSED_TEXT, REFUSED_VISION, ROTARY_USES, VERIFIED_TEXT,
+                            VISION_FAMILIES)
 from .axes import alternating_axes, axial_axes, mrope_axes
 from .config_file import layer_types_of, load_config, select_part
 from .values import positive_int, positive_number
@@ -160,10 +161,29 @@ def spec_fields(cfg: Mapping[str, Any] | str | os.PathLike, part: str | None = N
     key = verification_key(cfg, part, sub)
     if key in REFUSED_TEXT:
         raise ValueError(f"model_type {key!r}: {REFUSED_TEXT[key]}; rope_export cannot represent it exactly")
-    fields = _text_fields(_layer_params(sub, layer_type))  # its own errors are the more precise ones
+    if key == "zamba2" and not sub.get("use_mem_rope", False):
+        raise ValueError("model_type 'zamba2': use_mem_rope is false (transformers' default): this model has no rotary")
+    if key in ROTARY_USES:
+        fields = _use_fields(sub, key, layer_type)
+    else:
+        fields = _text_fields(_layer_params(sub, layer_type))  # its own errors are the more precise ones
     if verified_only:
         _check_text_model_type(key)
     return fields
+
+
+def _use_fields(cfg: dict, model_type: str, use: str | None) -> dict:
+    """One use of a rotary applied two ways (`architectures.ROTARY_USES`; layer_type names the use)."""
+    uses = ROTARY_USES[model_type]
+    if use not in uses:
+        raise ValueError(f"model_type {model_type!r} applies its rotary two ways ({', '.join(uses)}), with different "
+                         f"pairings: pass layer_type= one of them{'' if use is None else f' (got {use!r})'}")
+    fields = _text_fields(_layer_params(cfg, None))
+    _, layout, width_key = uses[use]
+    head_dim = positive_int(cfg.get(width_key), width_key)
+    if head_dim < fields["rotary_dim"]:
+        raise ValueError(f"{width_key} {head_dim} is narrower than its rotated dims {fields['rotary_dim']}")
+    return {**fields, "head_dim": head_dim, "layout": layout}
 
 
 def verification_key(cfg: Mapping[str, Any], part: str | None, sub: Mapping[str, Any] | None = None) -> str | None:

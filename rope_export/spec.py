@@ -252,10 +252,11 @@ class RopeSpec:
 
         Args:
             cfg: the parsed config or the path of a config.json file.
-            part: "text" (decoder; ``text_config`` when nested) or "vision" (``vision_config``);
-                default: text when the config has a decoder, else vision.
+            part: "text" (``text_config`` when nested), "vision", "memory_attention" (SAM 2 video) or a
+                nested config's key path; default: text when the config has a decoder, else vision.
             layer_type: for decoders whose layer types use different rotaries (Gemma 3:
-                "full_attention", "sliding_attention"), the one to describe; required there.
+                "full_attention", "sliding_attention"), the one to describe; for one rotary
+                applied two ways (DeepSeek V3.2: "attention", "indexer"), the use; required there.
         Raises:
             ValueError: naming the field or model type that is missing, unknown, inconsistent, or
                 describes a rotary rope_export cannot represent exactly. Text decoders must be of

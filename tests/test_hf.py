@@ -143,11 +143,11 @@ def test_bad_input_gives_clear_errors():
     with pytest.raises(ValueError, match="customised"):
         rx.hf.patch(model)
     assert type(model.rotary_emb).__name__ == "LlamaRotaryEmbedding"  # nothing half-done
-    # A rotary rope_export does not know (Llama 4's text decoder).
-    cfg = transformers.Llama4TextConfig(vocab_size=64, hidden_size=64, intermediate_size=64, intermediate_size_mlp=64,
-                                        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=32)
-    with pytest.raises(ValueError, match="Llama4TextRotaryEmbedding"):
-        rx.hf.patch(transformers.Llama4TextModel(cfg))
+    # A rotary no spec describes (NanoChat rotates by minus the angle): refused with the module named.
+    cfg = transformers.NanoChatConfig(vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1)
+    with pytest.raises(ValueError, match="NanoChatRotaryEmbedding.*minus the angle"):
+        rx.hf.patch(transformers.AutoModel.from_config(cfg))
     with pytest.raises(ValueError, match="no rotary module"):
         rx.hf.patch(torch.nn.Linear(2, 2))
     # An architecture whose rotary no spec describes (NanoChat rotates by minus the angle).

@@ -150,3 +150,88 @@ def test_hunyuan_vl_is_not_a_rotation():
     half = cos.shape[-1] // 2
     norms = [t[..., :half] ** 2 + t[..., half:] ** 2 for t in (q, out)]
     assert not torch.allclose(*norms, atol=1e-3)
+
+
+# deepseek-ai/DeepSeek-V2-Lite config.json (its rope and MLA fields; one dense layer first).
+DEEPSEEK_V2_LITE = {"model_type": "deepseek_v2", "hidden_size": 2048, "num_attention_heads": 16, "num_key_value_heads": 16,
+                    "kv_lora_rank": 512, "q_lora_rank": None, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+                    "v_head_dim": 128, "first_k_dense_replace": 1, "moe_intermediate_size": 1408, "n_routed_experts": 64,
+                    "n_shared_experts": 2, "num_experts_per_tok": 6, "max_position_embeddings": 163840, "rope_theta": 10000,
+                    "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096, "beta_fast": 32,
+                                     "beta_slow": 1, "mscale": 0.707, "mscale_all_dim": 0.707},
+                    "vocab_size": 102400, "intermediate_size": 10944}
+
+
+@pytest.mark.parametrize("name, config", [
+    ("deepseek_v2", DEEPSEEK_V2_LITE),            # complex freqs_cis, q/k [B, H, S, D]
+    ("llama4_text", None),                        # complex freqs_cis, q/k [B, S, H, D]; per-layer lists
+    ("zamba2", {"use_mem_rope": True}),           # its attention twice as wide as its hidden size
+    ("gemma3n_text", None),                       # kv-shared layers, activation sparsity (erfinv)
+    ("qwen3_5_text", None),                       # linear-attention layers beside the rotary ones
+    ("qwen3_moe", None),                          # an MoE router: dense MLPs in the narrowed model
+])
+def test_export_hf_for_the_decoder_families_that_failed(tmp_path, name, config):
+    """Each exports with the patch (RotaryEmbedding nodes) and matches transformers at the
+    traced and an unseen batch/sequence; the narrowing keeps every rope field."""
+    from rope_export.hf.export import export_hf
+
+    transformers.logging.set_verbosity_error()
+    data = config if config and "model_type" in config else transformers.AutoConfig.for_model(name, **(config or {})).to_dict()
+    report = export_hf(data, tmp_path / "m.onnx", layers=2 if name == "gemma3n_text" else 1, compare_unpatched=False)
+    assert report.passed and report.rotary_nodes >= 2 and len(report.checked_shapes) == 2, report.summary()
+    assert report.replaced[0][2] == rx.RopeSpec.from_hf_config(data, layer_type=(
+        "sliding_attention" if name == "gemma3n_text" else None), name=report.replaced[0][2].name)
+
+
+def test_patch_takes_meta_style_complex_rotaries():
+    """Llama 4 text and DeepSeek V2 apply complex freqs_cis: the patched module returns float32
+    (cos, sin) pairs and the swapped apply_rotary_emb rotates as the original, eager."""
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    ids = torch.randint(0, 100, (2, 7))
+    for cfg in (transformers.Llama4TextConfig(num_hidden_layers=1, hidden_size=128, intermediate_size=256,
+                                              intermediate_size_mlp=256, num_attention_heads=4, num_key_value_heads=2,
+                                              head_dim=32, vocab_size=100, num_local_experts=1),
+                transformers.DeepseekV2Config(num_hidden_layers=1, hidden_size=128, intermediate_size=256, num_attention_heads=4,
+                                              num_key_value_heads=4, vocab_size=100, first_k_dense_replace=1, q_lora_rank=None,
+                                              kv_lora_rank=32, qk_rope_head_dim=16, qk_nope_head_dim=16, v_head_dim=32)):
+        model = transformers.AutoModel.from_config(cfg).eval()
+        with torch.no_grad():
+            want = model(ids).last_hidden_state
+            with rx.hf.patch(model) as p:
+                got = model(ids).last_hidden_state
+                assert p.replaced[0][2].layout == "interleaved"
+        assert (want - got).abs().max() < 1e-5
+        assert type(model.rotary_emb).__name__.endswith("RotaryEmbedding")  # restored
+
+
+def test_zamba2_without_mem_rope_has_no_rotary():
+    with pytest.raises(ValueError, match="use_mem_rope"):
+        rx.RopeSpec.from_hf_config(transformers.AutoConfig.for_model("zamba2").to_dict())
+
+
+def test_deepseek_v32_one_spec_per_use(tmp_path, monkeypatch):
+    """DeepSeek V3.2 applies one rotary two ways: its MLA attention de-interleaves q_pe / k_pe, its
+    sparse-attention indexer rotates the first qk_rope_head_dim dims of its index heads in half
+    pairs. layer_type= picks the use; the probe holds each against its own apply function and
+    would call a swapped pairing wrong; patch swaps both functions, each with its pairing."""
+    data = transformers.DeepseekV32Config().to_dict()
+    attention = rx.RopeSpec.from_hf_config(data, layer_type="attention")
+    indexer = rx.RopeSpec.from_hf_config(data, layer_type="indexer")
+    assert (attention.layout, attention.head_dim, attention.rotary_dim) == ("interleaved_to_half", 64, 64)
+    assert (indexer.layout, indexer.head_dim, indexer.rotary_dim) == ("half", 128, 64)
+    assert attention.inv_freq == indexer.inv_freq
+    assert {s for s, _ in _rows("deepseek_v32").values()} == {"exact"}
+    from rope_export import architectures
+
+    swapped = {"attention": ("apply_rotary_pos_emb_interleave", "half", "qk_rope_head_dim"),
+               "indexer": ("apply_rotary_pos_emb", "interleaved_to_half", "index_head_dim")}
+    monkeypatch.setitem(architectures.ROTARY_USES, "deepseek_v32", swapped)
+    assert {s for s, _ in _rows("deepseek_v32").values()} == {"wrong"}
+    monkeypatch.undo()
+
+    from rope_export.hf.export import export_hf
+
+    transformers.logging.set_verbosity_error()
+    report = export_hf(data, tmp_path / "m.onnx", layers=1, compare_unpatched=False)
+    assert report.passed and report.rotary_nodes == 4, report.summary()  # 2 in the attention, 2 in the indexer

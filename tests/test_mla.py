@@ -45,9 +45,12 @@ def test_config_reads_the_de_interleaving_layout_on_q_pe():
     assert (_spec(m4).rotary_dim, _spec(m4).layout) == (64, "interleaved_to_half")
     with pytest.raises(ValueError, match="would not cover q_pe"):
         _spec({**m4, "head_dim": 96})
-    # DeepSeek V3.2: its indexer rotates half pairs, its attention de-interleaves.
-    with pytest.raises(ValueError, match="indexer and its attention"):
-        _spec({**DEEPSEEK_V3, "model_type": "deepseek_v32"})
+    # DeepSeek V3.2: its indexer rotates half pairs, its attention de-interleaves: one spec per use.
+    v32 = {**DEEPSEEK_V3, "model_type": "deepseek_v32", "index_head_dim": 128}
+    with pytest.raises(ValueError, match="two ways"):
+        _spec(v32)
+    assert rx.RopeSpec.from_hf_config(v32, layer_type="attention").layout == "interleaved_to_half"
+    assert rx.RopeSpec.from_hf_config(v32, layer_type="indexer").layout == "half"
 
 
 def test_layout_is_the_half_rotation_of_de_interleaved_dims():

@@ -3,6 +3,10 @@ exporters) and print a markdown table: nodes patched vs unpatched, RotaryEmbeddi
 onnxruntime difference against the unpatched transformers model, or the failure.
 
     python tools/hf_export_matrix.py [--layers 2] [--json out.json] > table.md
+    python tools/hf_export_matrix.py --model-types glm4 llama4_text ... > families.md
+
+``--model-types``: transformers' default config of each model type instead of the presets
+(with `rope_export.hf.coverage.CONFIG_FIXES`, e.g. Zamba2's use_mem_rope), text part.
 """
 
 from __future__ import annotations
@@ -20,21 +24,39 @@ from rope_export._util import error_line
 from rope_export.hf.export import export_hf
 
 
+def _cases(model_types):
+    """(label, name, config, part) for each preset part, or each model type's default config."""
+    if model_types:
+        import transformers
+
+        from rope_export.hf.coverage import CONFIG_FIXES
+
+        transformers.logging.set_verbosity_error()
+        for model_type in model_types:
+            yield model_type, model_type, {**transformers.AutoConfig.for_model(model_type).to_dict(),
+                                           **CONFIG_FIXES.get(model_type, {})}, "text"
+        return
+    for preset_id in rx.list_presets():
+        preset, _, part = preset_id.partition(":")
+        config = rx.preset_info(preset)["config"]
+        yield preset_id, preset, config, part or select_part(config, None)[0]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--json")
+    parser.add_argument("--model-types", nargs="+", help="transformers model types (default configs) instead of the presets")
+    parser.add_argument("--exporters", nargs="+", default=["dynamo", "legacy"])
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     rows = []
-    print("| preset | part | exporter | model | nodes (unpatched) | RotaryEmbedding | max abs diff / tolerance |")
+    print(f"| {'model type' if args.model_types else 'preset'} | part | exporter | model | nodes (unpatched) | "
+          "RotaryEmbedding | max abs diff / tolerance |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for preset_id in rx.list_presets():
-            preset, _, part = preset_id.partition(":")
-            config = rx.preset_info(preset)["config"]
-            part = part or select_part(config, None)[0]
-            for exporter in ("dynamo", "legacy"):
+        for preset_id, preset, config, part in _cases(args.model_types):
+            for exporter in args.exporters:
                 print(f"{preset_id} {exporter}", file=sys.stderr)
                 try:
                     r = export_hf(config, os.path.join(tmp, "m.onnx"), part=part, layers=args.layers, exporter=exporter)

@@ -16,12 +16,12 @@ import warnings
 import torch
 from torch import nn
 
-from ..architectures import KEEPS_FLOAT32, ROTARY_CLASSES
+from ..architectures import KEEPS_FLOAT32, ROTARY_CLASSES, ROTARY_USES
 from ..hf_config import layer_types_of
 from ..spec import RopeSpec
 from .rotary import HFRotary, LayeredRotary, make_apply, widen
 
-__all__ = ["rotary_kind", "build_adapter"]
+__all__ = ["rotary_kind", "build_adapter", "function_layout"]
 
 
 def rotary_kind(module: nn.Module) -> tuple[str, tuple[str, ...]]:
@@ -51,8 +51,17 @@ def rotary_kind(module: nn.Module) -> tuple[str, tuple[str, ...]]:
         raise ValueError("its layer types differ in axes or pairing; one apply function cannot serve them")
     if spec.num_axes not in (1, 3):
         raise ValueError(f"only one-axis and M-RoPE text rotaries are patched; its spec: {spec.describe()}")
+    modeling = sys.modules[type(module).__module__]
+    uses = _uses(module)
+    if uses:  # DeepSeek V3.2: the attention's and the indexer's apply functions, each checked
+        return "text", tuple(function for function, _, _ in uses.values())
     function = "apply_rotary_pos_emb_interleave" if spec.layout == "interleaved_to_half" else "apply_rotary_pos_emb"
-    apply = getattr(sys.modules[type(module).__module__], function, None)
+    if not hasattr(modeling, function) and hasattr(modeling, "apply_rotary_emb") and spec.num_axes == 1:
+        # Meta-style complex freqs_cis (Llama 4 text, DeepSeek V2): apply_rotary_emb(xq, xk, freqs_cis).
+        if list(inspect.signature(modeling.apply_rotary_emb).parameters)[:3] != ["xq", "xk", "freqs_cis"]:
+            raise ValueError(f"its modeling file {type(module).__module__} has no apply_rotary_emb(xq, xk, freqs_cis)")
+        return "complex", ("apply_rotary_emb",)
+    apply = getattr(modeling, function, None)
     params = list(inspect.signature(apply).parameters) if apply is not None else []
     if params[:4] != ["q", "k", "cos", "sin"] and params[:3] != ["x", "cos", "sin"]:
         raise ValueError(f"its modeling file {type(module).__module__} has no {function}(q, k, cos, sin, ...) "
@@ -71,8 +80,23 @@ def _layer_types(module: nn.Module) -> list:
     return types
 
 
+def _uses(module: nn.Module) -> dict:
+    """`architectures.ROTARY_USES` of the module's model type ({} for most)."""
+    return ROTARY_USES.get(str(getattr(module.config, "model_type", "")), {})
+
+
+def function_layout(function: str, layout: str) -> str:
+    """The pairing a swapped apply function rotates with: the spec's, except a plain
+    apply_rotary_pos_emb beside a de-interleaving attention (DeepSeek V3.2's indexer: half)."""
+    return "half" if function == "apply_rotary_pos_emb" and layout == "interleaved_to_half" else layout
+
+
 def _spec_of(module: nn.Module, part: str, layer_type: str | None = None) -> RopeSpec:
     config = module.config
+    if layer_type is None and _uses(module):
+        # One rotary applied two ways: its cos/sin are the attention's (the first use); each
+        # swapped apply function keeps its own pairing (function_layout).
+        layer_type = next(iter(_uses(module)))
     name = f"{getattr(config, 'model_type', type(module).__name__)}" + (f":{layer_type}" if layer_type else "")
     try:
         return RopeSpec.from_hf_config(config.to_dict(), part=part, layer_type=layer_type, name=name)
@@ -97,10 +121,12 @@ def _check_apply(name: str, module: nn.Module, adapter: HFRotary, function: str,
     original = getattr(modeling, function)
     if getattr(original, "rope_export_replacement", False):
         return  # already swapped for a twin model: checked then
-    replacement = make_apply(function, original, False, adapter.fmt, adapter.spec.layout)
+    replacement = make_apply(function, original, False, adapter.fmt, function_layout(function, adapter.spec.layout))
     one = list(inspect.signature(original).parameters)[:3] == ["x", "cos", "sin"]  # Gemma 4: a tensor a call
     pos = _probe_positions(adapter.kind)
     g = torch.Generator().manual_seed(0)
+    if adapter.kind == "complex":
+        return _check_complex_apply(name, module, adapter, original, replacement, pos, g)
     with torch.no_grad():
         cos, sin = copy.deepcopy(module).cpu()(torch.zeros(1), pos)
         # The whole head, or only its rotary dims where the attention slices them off first (Phi).
@@ -119,6 +145,40 @@ def _check_apply(name: str, module: nn.Module, adapter: HFRotary, function: str,
     err = max(float((w.float() - g_.float()).abs().max()) for w, g_ in zip(want, got))
     if err > 1e-5:
         raise ValueError(f"{name}: its {function} rotates differently from rope_export's "
+                         f"(max |diff| {err:.3g}); rope_export does not patch it")
+
+
+def _complex_format(name: str, module: nn.Module, spec: RopeSpec) -> str:
+    """How a Meta-style apply_rotary_emb(xq, xk, freqs_cis) takes q/k: "complex_bhsd" ([B, H, S, D],
+    DeepSeek V2) or "complex_bshd" ([B, S, H, D], Llama 4), told by running it on both (2 heads,
+    9 tokens) with the module's own freqs_cis."""
+    original = getattr(sys.modules[type(module).__module__], "apply_rotary_emb")
+    pos = _probe_positions("text")
+    with torch.no_grad():
+        freqs = copy.deepcopy(module).cpu()(torch.zeros(1), pos)
+        for fmt, shape in (("complex_bhsd", (1, 2, pos.shape[-1], spec.head_dim)),
+                           ("complex_bshd", (1, pos.shape[-1], 2, spec.head_dim))):
+            try:
+                original(torch.zeros(shape), torch.zeros(shape), freqs)
+                return fmt
+            except RuntimeError:
+                continue
+    raise ValueError(f"{name}: its apply_rotary_emb takes neither [B, H, S, D] nor [B, S, H, D]; rope_export does not patch it")
+
+
+def _check_complex_apply(name, module, adapter, original, replacement, pos, g) -> None:
+    """apply_rotary_emb(xq, xk, freqs_cis) with the module's complex freqs_cis against the
+    replacement with the adapter's (cos, sin) pairs, q/k laid out as the original takes them."""
+    tokens, width = pos.shape[-1], adapter.spec.head_dim
+    shape = (1, 2, tokens, width) if adapter.fmt == "complex_bhsd" else (1, tokens, 2, width)
+    with torch.no_grad():
+        freqs = copy.deepcopy(module).cpu()(torch.zeros(1), pos)
+        packed = adapter.cpu()(torch.zeros(1), pos)
+        q, k = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+        want, got = original(q, k, freqs), replacement(q, k, packed)
+    err = max(float((w.float() - g_.float()).abs().max()) for w, g_ in zip(want, got))
+    if err > 1e-5:
+        raise ValueError(f"{name}: its apply_rotary_emb rotates differently from rope_export's "
                          f"(max |diff| {err:.3g}); rope_export does not patch it")
 
 
@@ -141,14 +201,15 @@ def _build(name: str, module: nn.Module, source: nn.Module, kind_functions, laye
     cls = type(source).__name__
     kind, functions = kind_functions
     try:
-        spec = _spec_of(source, "text" if kind in ("text", "mrope") else "vision", layer_type)
+        spec = _spec_of(source, "text" if kind in ("text", "mrope", "complex") else "vision", layer_type)
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
     config = source.config
     grid = None
     if kind == "llama4_vision":
         grid = int(config.image_size) // int(config.patch_size)
-    fmt = _format_of(module, spec, kind) if kind in ("text", "mrope") else "cat"
+    fmt = (_format_of(module, spec, kind) if kind in ("text", "mrope") else
+           _complex_format(name, source, spec) if kind == "complex" else "cat")
     # On the module's device whichever check runs below (a CUDA model gets a CUDA adapter).
     adapter = HFRotary(spec, kind, keep_float32=cls in KEEPS_FLOAT32, grid=grid, fmt=fmt).to(_device_of(module))
     rounded = {b.dtype for b in module.buffers() if b.is_floating_point() and b.dtype != torch.float32}
@@ -192,7 +253,7 @@ def _device_of(module: nn.Module) -> torch.device:
 
 def _probe_positions(kind: str) -> torch.Tensor:
     steps = torch.tensor([0, 1, 2, 3, 7, 31, 100, 1000, 4000])
-    if kind == "text":
+    if kind in ("text", "complex"):
         return steps[None]
     if kind == "mrope":  # three different streams, as an image grid gives
         return torch.stack([steps, steps // 2 + 1, (steps * 3) % 97])[:, None]
@@ -210,6 +271,10 @@ def _check_same_outputs(name: str, module: nn.Module, adapter: HFRotary) -> None
         if adapter.kind == "llama4_vision":
             freqs = probe(x)[:, 0]
             want, got = (freqs.real, freqs.imag), adapter(x)
+        elif adapter.kind == "complex":  # freqs_cis [B, S, P] against our [B, S, P, 2] (cos, sin)
+            pos = _probe_positions("text").to(device)
+            freqs, packed = probe(x, pos), adapter(x, pos)
+            want, got = (freqs.real, freqs.imag), packed.unbind(-1)
         else:
             pos = _probe_positions(adapter.kind).to(device)
             want, got = probe(x, pos), adapter(x, pos)

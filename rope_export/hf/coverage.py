@@ -60,6 +60,7 @@ CONFIG_FIXES = {
     # (a per-layer-type rotary: one entry for its full-attention layers, sections from its code).
     "hunyuan_vl_text": {"rope_parameters": {"mrope_section": [16, 16, 16, 16]}},
     "cohere_compass_text": {"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 10000.0}}},
+    "zamba2": {"use_mem_rope": True},  # its rotary exists only with use_mem_rope (default false: refused)
 }
 
 

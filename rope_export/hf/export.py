@@ -43,6 +43,9 @@ RTOL = 2e-5
 TOLERANCE = {"rtol": RTOL, "atol": 0.0}
 
 
+_LAYER_INDEX_LISTS = ("hybrid_layer_ids", "global_attn_indexes")
+
+
 def _narrow(cfg: dict, part: str, layers: int) -> dict:
     """Fewer layers, fewer heads, smaller vocabulary; head_dim and every rope field kept."""
     cfg = dict(cfg)
@@ -56,11 +59,37 @@ def _narrow(cfg: dict, part: str, layers: int) -> dict:
                    intermediate_size=2 * new_heads * head_dim, vocab_size=min(int(cfg.get("vocab_size", 512)), 512))
         if "head_dim" in cfg:
             cfg["head_dim"] = head_dim
+        linear = "linear_attention" in (cfg.get("layer_types") or [])
         for key in ("layer_types", "max_window_layers"):
             cfg.pop(key, None)
-        # Per-layer lists and tables sized by the layer count (Gemma 3n, Gemma 4): the first layers'.
+        if linear:  # Qwen3.5 / Qwen3-Next: the rotary is in the full-attention layers; the linear ones
+            cfg["layer_types"] = ["full_attention"] * layers  # specialise the graph to the traced length
+        # Per-layer lists sized by the layer count (Gemma 3n's sparsity, Llama 4's no_rope_layers,
+        # Zamba2's block types): the first layers'. Lists of layer indices: those below the count.
+        total = cfg.get("num_hidden_layers")
+        for key, value in list(cfg.items()):
+            if key in _LAYER_INDEX_LISTS and isinstance(value, list):
+                cfg[key] = [i for i in value if isinstance(i, int) and i < layers]
+            elif isinstance(value, list) and total and len(value) == total:
+                cfg[key] = value[:layers]
+        if cfg.get("num_kv_shared_layers"):
+            cfg["num_kv_shared_layers"] = 0  # Gemma 3n: the last layers reuse earlier layers' caches; none left
         if isinstance(cfg.get("activation_sparsity_pattern"), list):
-            cfg["activation_sparsity_pattern"] = cfg["activation_sparsity_pattern"][:layers]
+            cfg["activation_sparsity_pattern"] = [0.0] * layers  # Gemma 3n: its sparsity needs erfinv, which no exporter takes
+        # Dense MLPs where the config has a switch for them: neither torch exporter takes an MoE
+        # router (histc, grouped_mm), and the rotary is in the attention.
+        if "moe_layers" in cfg:
+            cfg["moe_layers"] = []  # Llama 4
+        if "mlp_only_layers" in cfg:
+            cfg["mlp_only_layers"] = list(range(layers))  # Qwen2/3-MoE, Qwen3-Next
+        if "first_k_dense_replace" in cfg:
+            cfg["first_k_dense_replace"] = layers  # DeepSeek, GLM-4.5, ...
+        if cfg.get("model_type") == "zamba2":  # its shared attention (and so its rotary) is in the hybrid blocks
+            cfg.update(layers_block_type=["hybrid"] * layers, hybrid_layer_ids=list(range(layers)),
+                       # its attention runs on [hidden, embeddings], twice as wide: its head is 2 * hidden / heads
+                       hidden_size=new_heads * int(cfg.get("attention_head_dim") or 2 * head_dim) // 2)
+            for derived in ("attention_hidden_size", "attention_head_dim", "mamba_headdim", "kv_channels", "num_query_groups"):
+                cfg.pop(derived, None)  # recomputed from hidden_size by its config
         if isinstance(cfg.get("per_layer_config"), dict):
             cfg["per_layer_config"] = {k: v for k, v in cfg["per_layer_config"].items() if int(k) < layers}
         cfg.update(bos_token_id=None, eos_token_id=None, pad_token_id=None)  # ids past the smaller vocabulary

@@ -56,12 +56,12 @@ def example_inputs(model: nn.Module, *, batch: int = 2, seq: int = 9, seed: int 
     """
     g = torch.Generator().manual_seed(seed)
     kind, cfg = _kind(model), model.config
-    if kind in ("text", "mrope"):
+    if kind in ("text", "mrope", "complex"):
         ids = torch.randint(0, cfg.vocab_size, (batch, seq), generator=g)
         steps = torch.arange(seq) + int(torch.randint(0, 50, (1,), generator=g))
         mask = torch.ones(batch, seq, dtype=torch.int64)
         axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
-        if kind == "text":
+        if kind != "mrope":
             pos = steps.expand(batch, seq).contiguous()
             axes["position_ids"] = {0: "batch", 1: "sequence"}
         else:  # t, h, w streams as an image grid gives them

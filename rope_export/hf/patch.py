@@ -30,7 +30,9 @@ adapter per layer type, `rotary.LayeredRotary`), whose config reads as a verifie
 M-RoPE spec, and
 whose modeling file's ``apply_rotary_pos_emb`` (``apply_rotary_pos_emb_interleave`` for the
 "interleaved_to_half" layout, DeepSeek V3) rotates as ours does (checked on probe inputs at
-patch time; `rotary_kind`); vision encoders Pixtral, Llama 4 vision (complex rotary),
+patch time; `rotary_kind`), or, for Meta-style complex rotaries (Llama 4 text, DeepSeek V2),
+whose ``apply_rotary_emb(xq, xk, freqs_cis)`` does (the patched module then returns float32
+(cos, sin) pairs ``[B, S, P, 2]`` in place of the complex table); vision encoders Pixtral, Llama 4 vision (complex rotary),
 Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE. Anything else is refused with the module named.
 """
 
@@ -42,7 +44,7 @@ import sys
 
 from torch import nn
 
-from .adapters import build_adapter, rotary_kind
+from .adapters import build_adapter, function_layout, rotary_kind
 from .rotary import HFRotary, LayeredRotary, make_apply
 
 __all__ = ["Patch", "patch", "unpatch", "rotary_kind"]
@@ -155,7 +157,7 @@ def patch(model: nn.Module, *, fused: bool = True) -> Patch:
     for _, module, (kind, functions), adapter in plans:
         for fn in functions:
             key = (type(module).__module__, fn)
-            how = (adapter.fmt, adapter.spec.layout)
+            how = (adapter.fmt, function_layout(fn, adapter.spec.layout))
             if key in _SWAPS and (_SWAPS[key].fused, _SWAPS[key].fmt, _SWAPS[key].layout) != (fused, *how):
                 raise ValueError(f"{key[0]}.{fn} is already patched with fused={_SWAPS[key].fused} by another model")
             keys.setdefault(key, how)

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ..architectures import XY_POSITIONS
+from ..architectures import ROTARY_USES, XY_POSITIONS
 from ..config_file import is_vision
 from ..hf_config import layer_types_of, select_part, spec_fields, verification_key
 from ..modules import RotaryEmbedding
@@ -144,7 +144,8 @@ def probe_config(root) -> list[Row]:
 def _probe_rows(model_type, data, attr, cfg, rotary_cls, module) -> list[Row]:
     part = _part(attr, cfg, rotary_cls)
     takes_layer = "layer_type" in inspect.signature(rotary_cls.forward).parameters
-    layer_types = layer_types_of(_part_dict(cfg.to_dict(), part)) if takes_layer else []
+    # Rows per layer type, or per use of a rotary applied two ways (DeepSeek V3.2: attention, indexer)
+    layer_types = layer_types_of(_part_dict(cfg.to_dict(), part)) if takes_layer else list(_uses(data, part))
     rows = []
     for layer_type in layer_types or [None]:
         row = _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type)
@@ -168,11 +169,21 @@ def _part_dict(data: dict, part: str) -> dict:  # Step3p7: layer types in its te
         return data
 
 
+def _uses(data: dict, part) -> dict:
+    try:
+        return ROTARY_USES.get(verification_key(data, part) or "", {})
+    except ValueError:
+        return {}
+
+
 def _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type) -> Row:
     row = Row(model_type, part, layer_type, rotary_cls.__name__, "unprobed")
     if _kind(data, part, rotary_cls) == "vision":
         return _probe_vision(row, data, cfg, rotary_cls, module, part)
     spec, spec_error = _spec_or_error(data, part, layer_type)
+    use = _uses(data, part).get(layer_type)
+    if use is not None:  # a use, not a layer type: the rotary is called without it
+        return _probe_use(row, spec, spec_error, cfg, rotary_cls, module, use)
     declared = getattr(cfg, "layer_types", None)
     if layer_type is not None and isinstance(declared, list) and layer_type not in declared:
         # A type the default config's layers do not use (Mellum's sliding): declare one layer.
@@ -209,6 +220,25 @@ def _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type) -> R
         return row
     if spec is not None and spec.num_axes > 1 and pos.dim() == 2:
         pos = pos[None].expand(spec.num_axes, -1, -1)
+    return _judge(row, spec, spec_error, q, k, pos, want)
+
+
+def _probe_use(row: Row, spec, spec_error: str, cfg, rotary_cls, module, use) -> Row:
+    # One use of a rotary applied two ways: its own apply function, on q/k as wide as that use's
+    # heads, of which it rotates the first rotary dims (DeepSeek V3.2's indexer).
+    function, _, _ = use
+    try:
+        rotary = _build_rotary(rotary_cls, cfg)
+        pos = _probe_positions(getattr(cfg, "max_position_embeddings", None))
+        cos, sin = _call_rotary(rotary, pos, None)
+        width = _head_width(cfg, spec)
+        g = torch.Generator().manual_seed(0)
+        q, k = torch.randn(1, 2, pos.shape[-1], width, generator=g), torch.randn(1, 1, pos.shape[-1], width, generator=g)
+        with torch.no_grad():
+            want = _reference(getattr(module, function), q, k, cos, sin, slices=True)
+    except Exception as exc:  # noqa: BLE001
+        row.detail = f"{function}: {type(exc).__name__}: {exc}"[:200]
+        return _refused_or(row, spec_error)
     return _judge(row, spec, spec_error, q, k, pos, want)
 
 

@@ -54,8 +54,10 @@ def _register_legacy_symbolic() -> None:
 
 
 # How a model's rotary lays its P angles out in cos/sin: "cat" (twice, [c, c]: most models),
-# "interleave" (each twice in a row, [c0, c0, c1, c1, ...]: Cohere) or "once" ([c]: gpt-oss).
-FORMATS = ("cat", "interleave", "once")
+# "interleave" (each twice in a row, [c0, c0, c1, c1, ...]: Cohere) or "once" ([c]: gpt-oss);
+# Meta-style complex freqs_cis [B, S, P], by how its apply_rotary_emb takes q/k:
+# "complex_bhsd" ([B, H, S, D]: DeepSeek V2) or "complex_bshd" ([B, S, H, D]: Llama 4).
+FORMATS = ("cat", "interleave", "once", "complex_bhsd", "complex_bshd")
 
 
 def _half(cos: torch.Tensor) -> torch.Tensor:
@@ -128,6 +130,9 @@ def make_apply(kind_fn: str, original, fused: bool, fmt: str = "cat", layout: st
 
         return apply_rotary_pos_emb_vision
 
+    if kind_fn == "apply_rotary_emb":
+        return _complex_apply(original, fused, fmt)
+
     def vision_apply_rotary_emb(query, key, freqs_ci):
         if isinstance(freqs_ci, torch.Tensor):  # an unpatched Llama 4 model's complex table
             return original(query, key, freqs_ci)
@@ -141,6 +146,24 @@ def make_apply(kind_fn: str, original, fused: bool, fmt: str = "cat", layout: st
     return vision_apply_rotary_emb
 
 
+def _complex_apply(original, fused: bool, fmt: str):
+    heads_second = fmt == "complex_bhsd"
+
+    def apply_rotary_emb(xq, xk, freqs_cis):
+        if freqs_cis.is_complex():  # an unpatched model of this architecture's complex table
+            return original(xq, xk, freqs_cis)
+        cos, sin = freqs_cis.unbind(-1)  # [B, S, P] each, from HFRotary(kind="complex")
+        out = []
+        for x in (xq, xk):
+            xt = x if heads_second else x.transpose(1, 2)
+            y = _rotate(xt, _batch(cos, xt), _batch(sin, xt), "interleaved", fused)
+            out.append(y if heads_second else y.transpose(1, 2))
+        return tuple(out)
+
+    apply_rotary_emb.rope_export_replacement = True
+    return apply_rotary_emb
+
+
 # ------------------------------------------------------------------- rotary module
 class HFRotary(nn.Module):
     """Stands in for a transformers rotary module: same call, same output format, computed by
@@ -148,7 +171,9 @@ class HFRotary(nn.Module):
 
     Args:
         spec: from the model's config (`RopeSpec.from_hf_config`).
-        kind: "text" (position_ids ``[B, S]``), "mrope" (``[3, B, S]`` or ``[B, S]``),
+        kind: "text" (position_ids ``[B, S]``), "mrope" (``[3, B, S]`` or ``[B, S]``), "complex"
+            (``[B, S]``; Meta-style models that apply a complex freqs_cis: returns float32
+            ``[B, S, P, 2]`` (cos, sin) for the swapped apply_rotary_emb),
             "vision_hw" (``[N, 2]`` row/column per patch) or "llama4_vision" (no positions:
             the fixed patch grid plus a class token).
         keep_float32: return float32 cos/sin (Qwen vision encoders) instead of ``x.dtype``.
@@ -162,7 +187,7 @@ class HFRotary(nn.Module):
     def __init__(self, spec: RopeSpec, kind: str, *, keep_float32: bool = False, grid: int | None = None,
                  fmt: str = "cat"):
         super().__init__()
-        if kind not in ("llama4_vision", "text", "mrope") and spec.layout != "half":
+        if kind not in ("llama4_vision", "text", "mrope", "complex") and spec.layout != "half":
             raise ValueError(f"{kind} rotary modules use the half layout; the spec says {spec.layout!r}")
         if fmt not in FORMATS:
             raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
@@ -178,6 +203,8 @@ class HFRotary(nn.Module):
         if self.kind == "llama4_vision":
             cos, sin = self.rope.cos_sin(self.positions)
             return cos[0], sin[0]
+        if self.kind == "complex":  # in place of Meta's complex freqs_cis: [B, S, P, 2] (cos, sin)
+            return torch.stack(self.rope.cos_sin(position_ids), dim=-1)
         if self.kind == "mrope" and position_ids.dim() == 2:
             position_ids = position_ids[None].expand(self.spec.num_axes, -1, -1)
         vision = self.kind == "vision_hw"

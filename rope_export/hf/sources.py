@@ -6,8 +6,8 @@ annotated with a composite config is often built from one of its nested configs 
 encoder and decoder, Dia's, Qwen2.5-Omni's thinker and talker), so the instantiation sites
 are read too.
 
-    >>> _, module = modeling_module("dia")          # doctest: +SKIP
-    >>> [a for a, _ in configs_for(module.DiaRotaryEmbedding, module_config, module)]  # doctest: +SKIP
+    >>> config_cls, module = modeling_module("dia")
+    >>> [attr for attr, _ in configs_for(module.DiaRotaryEmbedding, config_cls(), module)]
     ['decoder_config', 'encoder_config']
 """
 
