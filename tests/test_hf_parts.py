@@ -235,3 +235,37 @@ def test_deepseek_v32_one_spec_per_use(tmp_path, monkeypatch):
     transformers.logging.set_verbosity_error()
     report = export_hf(data, tmp_path / "m.onnx", layers=1, compare_unpatched=False)
     assert report.passed and report.rotary_nodes == 4, report.summary()  # 2 in the attention, 2 in the indexer
+
+
+def test_gptj_sinusoid_tables_are_patched_and_exported(tmp_path):
+    """GPT-J has no rotary module: each attention gathers (sin, cos) from its own table. The patch
+    checks each table against the config's spec, keeps it, and swaps apply_rotary_pos_emb; the
+    export has RotaryEmbedding nodes (both exporters) and matches transformers."""
+    from transformers.models.gptj import modeling_gptj
+
+    from rope_export.hf.export import export_hf
+
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    model = transformers.GPTJModel(transformers.GPTJConfig(n_layer=1, n_embd=128, n_head=4, rotary_dim=16, vocab_size=100,
+                                                           n_positions=256)).eval()
+    ids = torch.randint(0, 100, (2, 9))
+    original = modeling_gptj.apply_rotary_pos_emb
+    with torch.no_grad():
+        want = model(ids).last_hidden_state
+        with rx.hf.patch(model) as p:
+            assert modeling_gptj.apply_rotary_pos_emb is not original
+            assert [(n, c) for n, c, _ in p.replaced] == [("h.0.attn", "GPTJAttention")]
+            assert p.replaced[0][2].layout == "interleaved" and p.replaced[0][2].rotary_dim == 16
+            got = model(ids).last_hidden_state
+    assert modeling_gptj.apply_rotary_pos_emb is original
+    assert (want - got).abs().max() < 1e-5
+    # A table edited by hand no longer follows the config: refused, nothing swapped.
+    model.h[0].attn.embed_positions.mul_(1.01)
+    with pytest.raises(ValueError, match="sinusoid table differs"):
+        rx.hf.patch(model)
+    assert modeling_gptj.apply_rotary_pos_emb is original
+    config = rx.preset_info("gpt-j-6b")["config"]
+    for exporter in ("dynamo", "legacy"):
+        report = export_hf(config, tmp_path / f"{exporter}.onnx", layers=1, exporter=exporter, compare_unpatched=False)
+        assert report.passed and report.rotary_nodes == 2, report.summary()

@@ -32,7 +32,8 @@ whose modeling file's ``apply_rotary_pos_emb`` (``apply_rotary_pos_emb_interleav
 "interleaved_to_half" layout, DeepSeek V3) rotates as ours does (checked on probe inputs at
 patch time; `rotary_kind`), or, for Meta-style complex rotaries (Llama 4 text, DeepSeek V2),
 whose ``apply_rotary_emb(xq, xk, freqs_cis)`` does (the patched module then returns float32
-(cos, sin) pairs ``[B, S, P, 2]`` in place of the complex table); vision encoders Pixtral, Llama 4 vision (complex rotary),
+(cos, sin) pairs ``[B, S, P, 2]`` in place of the complex table); GPT-J-style models with
+no rotary module, whose attentions gather (sin, cos) from tables of their own (`tables`); vision encoders Pixtral, Llama 4 vision (complex rotary),
 Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE. Anything else is refused with the module named.
 """
 
@@ -46,6 +47,7 @@ from torch import nn
 
 from .adapters import build_adapter, function_layout, rotary_kind
 from .rotary import HFRotary, LayeredRotary, make_apply
+from .tables import TABLE_FORMAT, table_attentions
 
 __all__ = ["Patch", "patch", "unpatch", "rotary_kind"]
 
@@ -150,7 +152,11 @@ def patch(model: nn.Module, *, fused: bool = True) -> Patch:
     if unsupported:
         raise ValueError(f"{type(model).__name__} has rotary modules rope_export does not patch: {'; '.join(unsupported)}")
     if not found:
-        raise ValueError(f"{type(model).__name__} has no rotary module (no submodule class named *Rotary*)")
+        tables = table_attentions(model)  # GPT-J: no rotary module, a sinusoid table per attention
+        if tables:
+            return _patch_tables(model, tables, fused)
+        raise ValueError(f"{type(model).__name__} has no rotary module (no submodule class named *Rotary*) and no "
+                         "sinusoid-table attention (GPT-J's embed_positions)")
 
     plans = [(name, module, kind, build_adapter(name, module, kind)) for name, module, kind in found]  # all checks first
     keys = {}
@@ -179,6 +185,22 @@ def patch(model: nn.Module, *, fused: bool = True) -> Patch:
             setattr(sys.modules[key[0]], key[1], _SWAPS[key].replacement)
         _SWAPS[key].users += 1
     result = Patch(model, replaced, modules, list(keys))
+    model.__dict__["_rope_export_patch"] = result
+    return result
+
+
+def _patch_tables(model: nn.Module, tables, fused: bool) -> Patch:
+    """GPT-J: keep each attention's table, swap its modeling file's apply function."""
+    key = (type(tables[0][1]).__module__, "apply_rotary_pos_emb")
+    if key in _SWAPS and (_SWAPS[key].fused, _SWAPS[key].fmt) != (fused, TABLE_FORMAT):
+        raise ValueError(f"{key[0]}.{key[1]} is already patched with fused={_SWAPS[key].fused} by another model")
+    if key not in _SWAPS:
+        original = getattr(sys.modules[key[0]], key[1])
+        _SWAPS[key] = _Swap(original, make_apply(key[1], original, fused, TABLE_FORMAT, "interleaved"), fused,
+                            TABLE_FORMAT, "interleaved")
+        setattr(sys.modules[key[0]], key[1], _SWAPS[key].replacement)
+    _SWAPS[key].users += 1
+    result = Patch(model, [(name, type(m).__name__, spec) for name, m, spec in tables], [], [key])
     model.__dict__["_rope_export_patch"] = result
     return result
 

@@ -58,6 +58,8 @@ def _register_legacy_symbolic() -> None:
 # Meta-style complex freqs_cis [B, S, P], by how its apply_rotary_emb takes q/k:
 # "complex_bhsd" ([B, H, S, D]: DeepSeek V2) or "complex_bshd" ([B, S, H, D]: Llama 4).
 FORMATS = ("cat", "interleave", "once", "complex_bhsd", "complex_bshd")
+# (A model whose attention gathers (sin, cos) from its own table, GPT-J, has no rotary module to
+# stand in for; its swapped apply function is tagged "sincos_table": `tables`.)
 
 
 def _half(cos: torch.Tensor) -> torch.Tensor:
@@ -85,6 +87,14 @@ def _batch(cos: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def make_apply(kind_fn: str, original, fused: bool, fmt: str = "cat", layout: str = "half"):
     """The replacement for one module-level apply function: the model's cos/sin come in ``fmt``
     (`FORMATS`), its pairs follow ``layout`` (a `RopeSpec` layout)."""
+    if fmt == "sincos_table":  # GPT-J / CodeGen (`tables`): apply_rotary_pos_emb(tensor, sin, cos)
+        def table_apply(tensor, sin, cos):
+            # tensor [B, S, H, R], sin/cos [B, S, P] gathered from the model's own table
+            x = tensor.transpose(1, 2)
+            return _rotate(x, _batch(cos, x), _batch(sin, x), "interleaved", fused).transpose(1, 2)
+
+        table_apply.__name__, table_apply.rope_export_replacement = kind_fn, True
+        return table_apply
     if kind_fn in ("apply_rotary_pos_emb", "apply_rotary_pos_emb_interleave"):
         # Taken as the original takes them: (q, k, cos, sin, [position_ids,] unsqueeze_dim=1), or
         # one tensor at a time, (x, cos, sin, unsqueeze_dim=1) (Gemma 4).
