@@ -227,8 +227,8 @@ def test_spec_json_round_trip_and_hash(name, spec):
 
 @pytest.mark.parametrize("name,spec", all_specs(), ids=[n for n, _ in all_specs()])
 def test_eager_fast_path_is_bit_identical_to_the_plain_ops(name, spec, gen):
-    """Eager calls write into one buffer (no stack/cat); exporters and autograd take the plain
-    ops. Same products in the same order: the results must be equal, bit for bit."""
+    """Eager calls take fewer kernels (large tensors: one output buffer; small ones: widened
+    cos/sin); exporters and autograd take the plain ops. The results must be equal, bit for bit."""
     rope = rx.RotaryEmbedding(spec)
     pos = random_positions(spec, 2, 7, 5000, gen)
     cos, sin = rope.cos_sin(pos)
@@ -237,3 +237,6 @@ def test_eager_fast_path_is_bit_identical_to_the_plain_ops(name, spec, gen):
         fast = rx.apply_rotary(x, cos, sin, spec.layout)
         plain = rx.apply_rotary(x.float().requires_grad_(), cos, sin, spec.layout).detach().to(dtype)
         assert fast.dtype == dtype and torch.equal(fast, plain), (name, dtype)
+        # The module's small-tensor path (decode: widened cos/sin shared by q and k), too.
+        small, _ = rope(x, x[:, :1], pos)
+        assert small.dtype == dtype and torch.equal(small, plain), (name, dtype, "small")
