@@ -173,7 +173,7 @@ def _check_complex_apply(name, module, adapter, original, replacement, pos, g) -
     shape = (1, 2, tokens, width) if adapter.fmt == "complex_bhsd" else (1, tokens, 2, width)
     with torch.no_grad():
         freqs = copy.deepcopy(module).cpu()(torch.zeros(1), pos)
-        packed = adapter.cpu()(torch.zeros(1), pos)
+        packed = copy.deepcopy(adapter).cpu()(torch.zeros(1), pos)  # a CUDA model's adapter stays on CUDA
         q, k = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
         want, got = original(q, k, freqs), replacement(q, k, packed)
     err = max(float((w.float() - g_.float()).abs().max()) for w, g_ in zip(want, got))
