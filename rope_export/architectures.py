@@ -9,8 +9,8 @@ from __future__ import annotations
 
 __all__ = [
     "INTERLEAVED_TEXT", "DEINTERLEAVING_MLA", "KEY_NAMES", "INTERLEAVED_MROPE", "ALTERNATING_MROPE", "ALTERNATING_2D_TEXT",
-    "DEFAULT_MROPE_SECTION", "HEAD_DIM_KEY", "REFUSED_TEXT", "ROTARY_USES", "REFUSED_VISION", "VISION_FAMILIES", "XY_POSITIONS",
-    "ROTARY_CLASSES", "KEEPS_FLOAT32", "VISION_TYPES", "VISION_CLASSES", "TEXT_OF", "VISION_OF", "VERIFIED_TEXT",
+    "DEFAULT_MROPE_SECTION", "HEAD_DIM_KEY", "ROTARY_FLAG", "REFUSED_TEXT", "ROTARY_USES", "REFUSED_VISION",
+    "VISION_FAMILIES", "XY_POSITIONS", "ROTARY_CLASSES", "KEEPS_FLOAT32", "VISION_TYPES", "VISION_CLASSES", "TEXT_OF", "VISION_OF", "VERIFIED_TEXT",
 ]
 
 # ---------------------------------------------------------------- config reading
@@ -60,6 +60,9 @@ KEY_NAMES = {
 # Text decoders whose attention head is not hidden_size / num_attention_heads: the config key
 # that gives it (the rotary dims are a share of it).
 HEAD_DIM_KEY = {"jetmoe": "kv_channels", "zamba2": "attention_head_dim"}
+# Decoders whose rotary exists only when a config flag is true: {model_type: flag} (refused, as
+# having no rotary, when it is false or missing, as in transformers' own default).
+ROTARY_FLAG = {"zamba2": "use_mem_rope"}
 # Text decoders whose rotary no spec can describe, and why (from_hf_config refuses them).
 REFUSED_TEXT = {
     "nanochat": "its rotate_half returns (x2, -x1): it rotates by minus the angle",

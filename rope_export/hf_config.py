@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from . import frequencies as F
 from .architectures import (ALTERNATING_2D_TEXT, ALTERNATING_MROPE, DEFAULT_MROPE_SECTION, DEINTERLEAVING_MLA, HEAD_DIM_KEY,
-                            INTERLEAVED_MROPE, INTERLEAVED_TEXT, REFUSED_TEXT, REFUSED_VISION, ROTARY_USES, VERIFIED_TEXT,
+                            INTERLEAVED_MROPE, INTERLEAVED_TEXT, REFUSED_TEXT, REFUSED_VISION, ROTARY_FLAG, ROTARY_USES, VERIFIED_TEXT,
                             VISION_FAMILIES)
 from .axes import alternating_axes, axial_axes, mrope_axes
 from .config_file import layer_types_of, load_config, select_part
@@ -161,8 +161,9 @@ def spec_fields(cfg: Mapping[str, Any] | str | os.PathLike, part: str | None = N
     key = verification_key(cfg, part, sub)
     if key in REFUSED_TEXT:
         raise ValueError(f"model_type {key!r}: {REFUSED_TEXT[key]}; rope_export cannot represent it exactly")
-    if key == "zamba2" and not sub.get("use_mem_rope", False):
-        raise ValueError("model_type 'zamba2': use_mem_rope is false (transformers' default): this model has no rotary")
+    if key in ROTARY_FLAG and not sub.get(ROTARY_FLAG[key], False):
+        raise ValueError(f"model_type {key!r}: {ROTARY_FLAG[key]} is false or missing (transformers' default): "
+                         "this model has no rotary")
     if key in ROTARY_USES:
         fields = _use_fields(sub, key, layer_type)
     else:

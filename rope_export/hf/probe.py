@@ -181,9 +181,11 @@ def _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type) -> R
     if _kind(data, part, rotary_cls) == "vision":
         return _probe_vision(row, data, cfg, rotary_cls, module, part)
     spec, spec_error = _spec_or_error(data, part, layer_type)
+    # One use of a rotary applied two ways (DeepSeek V3.2): a use, not a layer type, so the rotary
+    # is called without it; its own apply function rotates the first rotary dims of its heads.
     use = _uses(data, part).get(layer_type)
-    if use is not None:  # a use, not a layer type: the rotary is called without it
-        return _probe_use(row, spec, spec_error, cfg, rotary_cls, module, use)
+    if use is not None:
+        layer_type = None
     declared = getattr(cfg, "layer_types", None)
     if layer_type is not None and isinstance(declared, list) and layer_type not in declared:
         # A type the default config's layers do not use (Mellum's sliding): declare one layer.
@@ -201,7 +203,7 @@ def _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type) -> R
     except Exception as exc:  # noqa: BLE001
         row.detail = f"rotary module: {type(exc).__name__}: {exc}"[:200]
         return _refused_or(row, spec_error)
-    apply = apply_function(module, cfg, rotary_cls.__name__, complex_freqs=sin is None)
+    apply = getattr(module, use[0]) if use else apply_function(module, cfg, rotary_cls.__name__, complex_freqs=sin is None)
     if apply is None:
         row.detail = "no module-level apply_rotary_pos_emb (apply_rotary_emb if complex), or two called unconditionally"
         return _refused_or(row, spec_error)
@@ -211,7 +213,7 @@ def _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type) -> R
         q = torch.randn(1, 2, pos.shape[-1], width, generator=g)
         k = torch.randn(1, 1, pos.shape[-1], width, generator=g)
         with torch.no_grad():
-            want = _reference(apply, q, k, cos, sin, slices=getattr(cfg, "model_type", "") in ATTENTION_SLICES)
+            want = _reference(apply, q, k, cos, sin, slices=use is not None or getattr(cfg, "model_type", "") in ATTENTION_SLICES)
     except Exception as exc:  # noqa: BLE001
         row.detail = f"apply function: {type(exc).__name__}: {exc}"[:200]
         return _refused_or(row, spec_error)
@@ -220,25 +222,6 @@ def _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type) -> R
         return row
     if spec is not None and spec.num_axes > 1 and pos.dim() == 2:
         pos = pos[None].expand(spec.num_axes, -1, -1)
-    return _judge(row, spec, spec_error, q, k, pos, want)
-
-
-def _probe_use(row: Row, spec, spec_error: str, cfg, rotary_cls, module, use) -> Row:
-    # One use of a rotary applied two ways: its own apply function, on q/k as wide as that use's
-    # heads, of which it rotates the first rotary dims (DeepSeek V3.2's indexer).
-    function, _, _ = use
-    try:
-        rotary = _build_rotary(rotary_cls, cfg)
-        pos = _probe_positions(getattr(cfg, "max_position_embeddings", None))
-        cos, sin = _call_rotary(rotary, pos, None)
-        width = _head_width(cfg, spec)
-        g = torch.Generator().manual_seed(0)
-        q, k = torch.randn(1, 2, pos.shape[-1], width, generator=g), torch.randn(1, 1, pos.shape[-1], width, generator=g)
-        with torch.no_grad():
-            want = _reference(getattr(module, function), q, k, cos, sin, slices=True)
-    except Exception as exc:  # noqa: BLE001
-        row.detail = f"{function}: {type(exc).__name__}: {exc}"[:200]
-        return _refused_or(row, spec_error)
     return _judge(row, spec, spec_error, q, k, pos, want)
 
 
