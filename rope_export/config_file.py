@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from .architectures import ALTERNATING_2D_TEXT, KEY_NAMES, VISION_FAMILIES
 
-__all__ = ["load_config", "select_part", "layer_types_of", "is_vision", "MAX_CONFIG_BYTES"]
+__all__ = ["load_config", "select_part", "layer_types_of", "is_vision", "has_memory_attention", "MAX_CONFIG_BYTES"]
 
 MAX_CONFIG_BYTES = 16 << 20
 
@@ -57,7 +57,7 @@ def select_part(cfg: Mapping[str, Any], part: str | None) -> tuple[str, dict, di
         raise ValueError(f"part must be 'text', 'vision', a nested config's key path or None, got {part!r}")
     parent = dict(cfg)
     if part == "memory_attention":  # SAM 2 video: its memory attention's fields sit in the root config
-        if "memory_attention_hidden_size" not in cfg:
+        if not has_memory_attention(cfg):
             raise ValueError("part='memory_attention' asked, but the config has no memory_attention_hidden_size (SAM 2 video)")
         return "vision", parent, parent
     if part not in (None, "text", "vision"):
@@ -92,6 +92,11 @@ def select_part(cfg: Mapping[str, Any], part: str | None) -> tuple[str, dict, di
     if is_vision(cfg):
         return part, dict(cfg), parent
     raise ValueError("config: part='vision' asked, but the config has no vision_config")
+
+
+def has_memory_attention(cfg: Mapping[str, Any]) -> bool:
+    """SAM 2 video's configs: the memory attention's fields sit in the root config."""
+    return "memory_attention_hidden_size" in cfg
 
 
 def _renamed_keys(cfg: Mapping[str, Any]) -> Mapping[str, Any]:

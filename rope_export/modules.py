@@ -82,7 +82,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: 
 
 # Up to this many elements in q (B=64 decode at 64 heads of 128), a rotation is launch-bound on CPU:
 # `_rotate_small`; past it, memory-bound: `_rotate_large`. Measured A/B against the HF-style module
-# (`rope-export bench`'s "ours eager vs HF eager"): each path loses where the other one wins.
+# (tools/eager_vs_hf.py): each path loses where the other one wins.
 _SMALL = 1 << 19
 
 

@@ -269,3 +269,21 @@ def test_gptj_sinusoid_tables_are_patched_and_exported(tmp_path):
     for exporter in ("dynamo", "legacy"):
         report = export_hf(config, tmp_path / f"{exporter}.onnx", layers=1, exporter=exporter, compare_unpatched=False)
         assert report.passed and report.rotary_nodes == 2, report.summary()
+
+
+def test_patch_refuses_a_complex_apply_that_rotates_differently(monkeypatch):
+    """A Meta-style apply_rotary_emb edited to rotate by minus the angle: the check against the
+    original refuses the patch and nothing is swapped."""
+    from transformers.models.deepseek_v2 import modeling_deepseek_v2 as M
+
+    transformers.logging.set_verbosity_error()
+    cfg = transformers.DeepseekV2Config(num_hidden_layers=1, hidden_size=128, intermediate_size=256, num_attention_heads=4,
+                                        num_key_value_heads=4, vocab_size=100, first_k_dense_replace=1, q_lora_rank=None,
+                                        kv_lora_rank=32, qk_rope_head_dim=16, qk_nope_head_dim=16, v_head_dim=32)
+    model = transformers.AutoModel.from_config(cfg).eval()
+    original = M.apply_rotary_emb
+    monkeypatch.setattr(M, "apply_rotary_emb", lambda xq, xk, freqs_cis: original(xq, xk, freqs_cis.conj()))
+    edited = M.apply_rotary_emb
+    with pytest.raises(ValueError, match="rotates differently"):
+        rx.hf.patch(model)
+    assert M.apply_rotary_emb is edited and type(model.rotary_emb).__name__ == "DeepseekV2RotaryEmbedding"

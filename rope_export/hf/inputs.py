@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .adapters import rotary_kind
-from .tables import table_attentions
+from .tables import has_table_attentions
 from .vision_grid import GridEncoder
 
 __all__ = ["example_inputs", "reference_cases", "EXPORT_GRID", "UNSEEN_GRIDS"]
@@ -43,7 +43,7 @@ def _kind(model: nn.Module) -> str:
             if kind == "vision_hw":  # same rotary, different inputs
                 return "pixtral" if cls.startswith("Pixtral") else "qwen_vision"
             return kind
-    if table_attentions(model):  # GPT-J: sinusoid tables in its attentions
+    if has_table_attentions(model):  # GPT-J: sinusoid tables in its attentions (patch checks them)
         return "text"
     raise ValueError(f"{type(model).__name__} has no rotary module")
 

@@ -13,7 +13,7 @@ import math
 import torch
 
 from ..architectures import ROTARY_USES, XY_POSITIONS
-from ..config_file import is_vision
+from ..config_file import has_memory_attention, is_vision
 from ..hf_config import layer_types_of, select_part, spec_fields, verification_key
 from ..modules import RotaryEmbedding
 from ..positions import patch_grid_positions
@@ -49,7 +49,7 @@ def _build_rotary(rotary_cls, cfg, **kwargs):
 
 def _part(attr: str, cfg, rotary_cls) -> str:
     """The ``part`` a user passes to `from_hf_config` for this sub-config."""
-    if attr == "" and "memory_attention_hidden_size" in cfg.to_dict():  # SAM 2 video's memory attention
+    if attr == "" and has_memory_attention(cfg.to_dict()):
         return "memory_attention"
     if attr in ("", "text_config"):
         # By what the config is (MLCD's vision rotary class has no "vision" in its name; DeepSeek-OCR 2's
@@ -146,15 +146,15 @@ def _probe_rows(model_type, data, attr, cfg, rotary_cls, module) -> list[Row]:
     takes_layer = "layer_type" in inspect.signature(rotary_cls.forward).parameters
     # Rows per layer type, or per use of a rotary applied two ways (DeepSeek V3.2: attention, indexer)
     layer_types = layer_types_of(_part_dict(cfg.to_dict(), part)) if takes_layer else list(_uses(data, part))
+    try:
+        kind, sub, _ = select_part(data, part)
+        config_type = f"{kind}:{verification_key(data, part, sub) or ''}"
+    except ValueError:
+        config_type = "-"
     rows = []
     for layer_type in layer_types or [None]:
         row = _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type)
-        row.rule = row.status
-        try:
-            kind, sub, _ = select_part(data, part)
-            row.config_type = f"{kind}:{verification_key(data, part, sub) or ''}"
-        except ValueError:
-            row.config_type = "-"
+        row.rule, row.config_type = row.status, config_type
         refusal = _accepted(data, part, layer_type) if row.status != "refused" else ""
         if refusal:
             row.status, row.detail = "refused", refusal

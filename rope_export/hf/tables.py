@@ -17,7 +17,7 @@ from torch import nn
 from ..modules import RotaryEmbedding
 from ..spec import RopeSpec
 
-__all__ = ["table_attentions", "TABLE_FORMAT"]
+__all__ = ["table_attentions", "has_table_attentions", "TABLE_FORMAT"]
 
 TABLE_FORMAT = "sincos_table"  # the swapped function's format tag (`rotary.make_apply`)
 
@@ -28,8 +28,7 @@ def table_attentions(model: nn.Module) -> list[tuple[str, nn.Module, RopeSpec]]:
     Raises:
         ValueError: a table or an apply function that does not match the model's config.
     """
-    found = [(name, m) for name, m in model.named_modules()
-             if isinstance(getattr(m, "embed_positions", None), torch.Tensor) and hasattr(m, "rotary_dim")]
+    found = _table_modules(model)
     if not found:
         return []
     config = model.config
@@ -46,6 +45,16 @@ def table_attentions(model: nn.Module) -> list[tuple[str, nn.Module, RopeSpec]]:
     return [(name, module, spec) for name, module in found]
 
 
+def has_table_attentions(model: nn.Module) -> bool:
+    """Whether the model's attentions hold sinusoid tables (no checks: `table_attentions` runs them)."""
+    return bool(_table_modules(model))
+
+
+def _table_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(getattr(m, "embed_positions", None), torch.Tensor) and hasattr(m, "rotary_dim")]
+
+
 def _check_table(name: str, module: nn.Module, spec: RopeSpec) -> None:
     table = module.embed_positions.float().cpu()
     pairs = spec.rotary_dim // 2
@@ -56,7 +65,8 @@ def _check_table(name: str, module: nn.Module, spec: RopeSpec) -> None:
         cos, sin = RotaryEmbedding(spec).cos_sin(pos)
     got = table[pos[0]]
     # Both sides compute float32 angles from float32 frequencies that may differ by an ulp:
-    # at position p that is p * 6e-8 radians; a customised table is off by far more.
+    # at position p that is p * 6e-8 radians, so 1e-6 per table row leaves 16x headroom; a
+    # customised table (a 1% edit: tests/test_hf_parts.py) is off by far more.
     err = max(float((got[:, :pairs] - sin[0]).abs().max()), float((got[:, pairs:] - cos[0]).abs().max()))
     if err > 1e-6 * table.shape[-2] + 1e-6:
         raise ValueError(f"{name}: its sinusoid table differs from its config's rotary by {err:.3g} "
