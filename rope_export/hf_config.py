@@ -16,130 +16,12 @@ from .architectures import (ALTERNATING_2D_TEXT, ALTERNATING_MROPE, DEFAULT_MROP
                             INTERLEAVED_MROPE, INTERLEAVED_TEXT, REFUSED_TEXT, REFUSED_VISION, ROTARY_FLAG, ROTARY_USES, VERIFIED_TEXT,
                             VISION_FAMILIES)
 from .axes import alternating_axes, axial_axes, mrope_axes
-from .config_file import layer_types_of, load_config, select_part
-from .values import positive_int, positive_number
+from .config_file import PART_ALIASES, layer_types_of, load_config, select_part
+from .rope_fields import ROPE_TYPE_NAMES, check_top_level_rope, head_dim_of, layer_params, rope_params
+from .values import positive_int
 
-__all__ = ["load_config", "select_part", "spec_fields", "verification_key", "head_dim_of", "layer_types_of", "ROPE_TYPE_NAMES"]
-
-ROPE_TYPE_NAMES = tuple(F.ROPE_TYPES)
-_ALIASES = {"su": "longrope", "mrope": "default", None: "default"}
-
-
-def _layer_params(cfg: Mapping[str, Any], layer_type: str | None) -> dict:
-    """The rope fields in force for ``layer_type`` (a flat view of the config)."""
-    types = layer_types_of(cfg)
-    if not types:
-        if layer_type is not None:
-            raise ValueError(f"layer_type {layer_type!r} given, but this config has one rotary for every layer")
-        return dict(cfg)
-    if layer_type is None:
-        raise ValueError(f"this config has a different rotary per layer type ({', '.join(types)}): "
-                         "pass layer_type= and export one graph per type")
-    if layer_type not in types:
-        if layer_type in (cfg.get("rope_parameters") or {}):
-            raise ValueError(f"layer_type {layer_type!r}: rope_parameters[{layer_type!r}] is null, these layers have "
-                             "no rotary (no position embedding) and need no export")
-        raise ValueError(f"layer_type {layer_type!r} is not one of this config's layer types ({', '.join(types)})")
-    flat = {k: v for k, v in cfg.items() if k not in ("rope_parameters", "rope_scaling")}
-    head_dims = _layer_head_dims(cfg, layer_type)
-    if len(head_dims) > 1:
-        raise ValueError(f"per_layer_config: the {layer_type} layers have different head_dim values {sorted(head_dims)}")
-    if head_dims:
-        flat["head_dim"] = head_dims.pop()
-    params = cfg.get("rope_parameters")
-    if isinstance(params, Mapping) and layer_type in params:
-        flat["rope_parameters"] = dict(params[layer_type])
-    elif layer_type == "sliding_attention":  # old Gemma 3 files: local layers use plain RoPE at their own base
-        flat["rope_parameters"] = {"rope_type": "default", "rope_theta": cfg["rope_local_base_freq"]}
-    else:
-        flat["rope_scaling"] = cfg.get("rope_scaling")
-    return flat
-
-
-def _layer_head_dims(cfg: Mapping[str, Any], layer_type: str) -> set:
-    """head_dim overrides of the layers of one type (Gemma 4: full-attention layers are wider,
-    as ``global_head_dim`` or ``per_layer_config``)."""
-    if layer_type == "full_attention" and cfg.get("global_head_dim"):
-        return {int(cfg["global_head_dim"])}
-    layer_types, overrides = cfg.get("layer_types"), cfg.get("per_layer_config")
-    if not isinstance(layer_types, list) or not isinstance(overrides, Mapping):
-        return set()
-    dims = set()
-    for index, kind in enumerate(layer_types):
-        if kind == layer_type:
-            override = next((v for k, v in overrides.items() if str(k).isdigit() and int(k) == index), {})
-            dims.add(int(override.get("head_dim") or head_dim_of(cfg)))
-    return dims
-
-
-# Numeric rope fields and what they must be: a number > 0, >= 0, an int > 0, or a list of numbers.
-_POSITIVE = ("rope_theta", "factor", "low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow", "alpha",
-             "attention_factor")
-_NON_NEGATIVE = ("mscale", "mscale_all_dim")
-_POSITIVE_INT = ("original_max_position_embeddings",)
-_NUMBER_LISTS = ("short_factor", "long_factor")
-
-
-def _check_numbers(params: Mapping[str, Any], where: str) -> None:
-    for key in _POSITIVE:
-        if params.get(key) is not None:
-            positive_number(params[key], f"{where}.{key}")
-    for key in _NON_NEGATIVE:
-        value = params.get(key)
-        if value is not None and value != 0:
-            positive_number(value, f"{where}.{key}")
-    for key in _POSITIVE_INT:
-        if params.get(key) is not None:
-            positive_int(params[key], f"{where}.{key}")
-    for key in _NUMBER_LISTS:
-        if params.get(key) is not None:
-            if not isinstance(params[key], list):
-                raise ValueError(f"{where}.{key} must be a list of numbers, got {type(params[key]).__name__}")
-            for v in params[key]:
-                positive_number(v, f"{where}.{key}[]")
-    section = params.get("mrope_section")
-    if section is not None and (not isinstance(section, list) or
-                                any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in section)):
-        raise ValueError(f"{where}.mrope_section must be a list of non-negative ints, got {section!r}")
-
-
-def _rope_params(cfg: Mapping[str, Any]) -> dict:
-    """Merge new-style ``rope_parameters`` and old-style ``rope_scaling`` + top-level keys."""
-    params: dict = {}
-    for key in ("rope_scaling", "rope_parameters"):
-        value = cfg.get(key)
-        if value is not None and not isinstance(value, Mapping):
-            raise ValueError(f"{key} must be an object (or null), got {type(value).__name__}")
-        if isinstance(value, Mapping):
-            params.update(value)
-    _check_numbers(params, "rope_scaling")
-    theta = params.get("rope_theta", cfg.get("rope_theta", cfg.get("rotary_emb_base")))
-    params["rope_theta"] = positive_number(theta, "rope_theta") if theta is not None else 10000.0
-    prf = params.get("partial_rotary_factor", cfg.get("partial_rotary_factor", cfg.get("rotary_pct")))
-    if prf is not None:
-        params["partial_rotary_factor"] = positive_number(prf, "partial_rotary_factor")
-        if params["partial_rotary_factor"] > 1:
-            raise ValueError(f"partial_rotary_factor must be in (0, 1], got {prf!r}")
-    raw_type = params.get("rope_type", params.get("type"))
-    if cfg.get("model_type") == "phi3" and raw_type == "yarn":
-        raw_type = "longrope"  # Phi-3's reference code reads its legacy "yarn" label as LongRoPE
-    if raw_type == "dynamic" and params.get("alpha"):
-        raw_type = "ntk_alpha"  # HunYuan: "dynamic" with a fixed alpha is a static, stretched base
-    if raw_type not in _ALIASES and raw_type not in F.ROPE_TYPES and raw_type != "axial":
-        raise ValueError(f"rope_scaling.rope_type: unknown rope type {raw_type!r}; supported: {', '.join(ROPE_TYPE_NAMES)}")
-    params["rope_type"] = _ALIASES.get(raw_type, raw_type)
-    return params
-
-
-def head_dim_of(cfg: Mapping[str, Any], width_keys=("hidden_size", "n_embd"), head_keys=("num_attention_heads", "n_head")) -> int:
-    """``head_dim`` of a (sub-)config, or the attention width over the head count."""
-    if cfg.get("head_dim"):
-        return positive_int(cfg["head_dim"], "head_dim")
-    width_key = next((k for k in width_keys if cfg.get(k)), None)
-    head_key = next((k for k in head_keys if cfg.get(k)), None)
-    if width_key is None or head_key is None:
-        raise ValueError(f"config: head_dim is missing and cannot be derived ({'/'.join(width_keys)} and {'/'.join(head_keys)} needed)")
-    return positive_int(cfg[width_key], width_key) // positive_int(cfg[head_key], head_key)
+__all__ = ["load_config", "select_part", "spec_fields", "verification_key", "head_dim_of", "layer_types_of", "rotary_uses",
+           "ROPE_TYPE_NAMES"]
 
 
 def spec_fields(cfg: Mapping[str, Any] | str | os.PathLike, part: str | None = None, layer_type: str | None = None,
@@ -154,6 +36,8 @@ def spec_fields(cfg: Mapping[str, Any] | str | os.PathLike, part: str | None = N
     """
     cfg = load_config(cfg)
     kind, sub, parent = select_part(cfg, part)
+    if kind == "text" and PART_ALIASES.get(part, part) in (None, "text"):
+        check_top_level_rope(cfg, sub)
     if kind == "vision":
         if layer_type is not None:
             raise ValueError("layer_type applies to text decoders, not vision encoders")
@@ -167,10 +51,19 @@ def spec_fields(cfg: Mapping[str, Any] | str | os.PathLike, part: str | None = N
     if key in ROTARY_USES:
         fields = _use_fields(sub, key, layer_type)
     else:
-        fields = _text_fields(_layer_params(sub, layer_type))  # its own errors are the more precise ones
+        fields = _text_fields(layer_params(sub, layer_type))  # its own errors are the more precise ones
     if verified_only:
         _check_text_model_type(key)
     return fields
+
+
+def rotary_uses(cfg: Mapping[str, Any], part: str | None = "text") -> dict:
+    """`architectures.ROTARY_USES` of a config part's model type: {use: (apply function, layout,
+    width key)} for a rotary applied two ways (DeepSeek V3.2), {} for every other."""
+    try:
+        return ROTARY_USES.get(verification_key(cfg, part) or "", {})
+    except ValueError:  # no such part
+        return {}
 
 
 def _use_fields(cfg: dict, model_type: str, use: str | None) -> dict:
@@ -179,7 +72,7 @@ def _use_fields(cfg: dict, model_type: str, use: str | None) -> dict:
     if use not in uses:
         raise ValueError(f"model_type {model_type!r} applies its rotary two ways ({', '.join(uses)}), with different "
                          f"pairings: pass layer_type= one of them{'' if use is None else f' (got {use!r})'}")
-    fields = _text_fields(_layer_params(cfg, None))
+    fields = _text_fields(layer_params(cfg, None))
     _, layout, width_key = uses[use]
     head_dim = positive_int(cfg.get(width_key), width_key)
     if head_dim < fields["rotary_dim"]:
@@ -193,7 +86,7 @@ def verification_key(cfg: Mapping[str, Any], part: str | None, sub: Mapping[str,
     ``"<root model_type>.<part>"``. None: a config with no model_type at all (the generic rule)."""
     sub = select_part(cfg, part)[1] if sub is None else sub
     model_type = sub.get("model_type")
-    if model_type == "" and part not in (None, "text", "vision"):
+    if model_type == "" and PART_ALIASES.get(part, part) not in (None, "text", "vision"):
         return f"{cfg.get('model_type', '')}.{part}"
     return None if model_type is None else str(model_type)
 
@@ -208,7 +101,7 @@ def _check_text_model_type(model_type: str | None) -> None:
 
 
 def _text_fields(cfg: dict) -> dict:
-    params = _rope_params(cfg)
+    params = rope_params(cfg)
     rope_type = params["rope_type"]
     if rope_type == "axial":
         raise ValueError("rope_scaling.rope_type 'axial' belongs to vision encoders: use part='vision'")
@@ -281,7 +174,7 @@ def _vision_fields(cfg: dict, parent: dict) -> dict:
             f"vision_config.model_type {model_type!r} is not a vision encoder rope_export knows "
             f"(rope_export.architectures.VISION_FAMILIES: Pixtral, Llama 4, the Qwen-VL family, Kimi-K2.5, Step3, ...)"
         )
-    theta = _rope_params(cfg)["rope_theta"]
+    theta = rope_params({**cfg, "model_type": model_type}, "vision")["rope_theta"]
     if family == "thw":
         return _thw_fields(cfg, theta, model_type)
     # Pixtral: the 1D table's even entries for rows, odd for columns. Llama 4 and SAM 2 video's

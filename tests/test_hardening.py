@@ -190,6 +190,7 @@ def test_rotary_module_refuses_mismatched_inputs():
     assert longrope(empty, empty, torch.zeros(1, 0, dtype=torch.int64))[0].shape == empty.shape
 
 
+@pytest.mark.hf
 def test_patch_refuses_the_rotary_itself_and_survives_deepcopy():
     transformers = pytest.importorskip("transformers")
     from transformers.models.llama import modeling_llama

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+pytestmark = pytest.mark.hf
 
 import rope_export as rx  # noqa: E402
 from rope_export.cli import main  # noqa: E402

@@ -15,6 +15,7 @@ import rope_export as rx
 from rope_export.positions import patch_grid_positions, vision_position_ids
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.hf
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
 
 COS_ATOL = 2.5e-7  # 2 ulps of 1.0 in float32

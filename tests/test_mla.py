@@ -17,6 +17,7 @@ from rope_export.validate import TOLERANCES, compare
 from helpers import float32_tolerance, random_positions
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+pytestmark = pytest.mark.hf
 ort = pytest.importorskip("onnxruntime")
 
 # DeepSeek-V3's config.json rope fields (deepseek-ai/DeepSeek-V3), with a smaller context.

@@ -14,6 +14,7 @@ import pytest
 from rope_export.positions import vision_grid_inputs
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+pytestmark = pytest.mark.hf
 torch = pytest.importorskip("torch")
 
 import rope_export as rx  # noqa: E402

@@ -6,7 +6,7 @@ onnxruntime difference against the unpatched transformers model, or the failure.
     python tools/hf_export_matrix.py --model-types glm4 llama4_text ... > families.md
 
 ``--model-types``: transformers' default config of each model type instead of the presets
-(with `rope_export.hf.coverage.CONFIG_FIXES`, e.g. Zamba2's use_mem_rope), text part.
+(with `rope_export.architectures.CONFIG_FIXES`, e.g. Zamba2's use_mem_rope), text part.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _cases(model_types):
     if model_types:
         import transformers
 
-        from rope_export.hf.coverage import CONFIG_FIXES
+        from rope_export.architectures import CONFIG_FIXES
 
         transformers.logging.set_verbosity_error()
         for model_type in model_types:

@@ -9,6 +9,9 @@ same way, or refuse the config. A row is:
 * ``exact``: the spec rotates like the model (float32 parity tolerance, every probe);
 * ``refused``: `from_hf_config` raised a ValueError (the message is the detail);
 * ``wrong``: the spec differs from the model: the one outcome that must never happen;
+* ``superseded``: the installed release's code rotates otherwise than a later release whose
+  rule rope_export follows (`architectures.Family.since`: a bug fixed there); the patch refuses
+  such a model (its check sees the difference);
 * ``unprobed``: this generic probe cannot run the model's own code (an unusual rotary or apply
   signature); the detail says why.
 
@@ -22,12 +25,13 @@ streams). Every layer type of per-layer-type rotaries (Gemma 3) is a row of its 
 
 from __future__ import annotations
 
-from ..spec import RopeSpec
+from ..architectures import CONFIG_FIXES
 from ..hf_config import select_part, spec_fields
+from ..spec import RopeSpec
 from .probe import Row, modeling_module, probe_config, rotary_classes, sub_configs
 
 __all__ = ["Row", "coverage", "probe_model_type", "probe_config", "check_config", "rotary_model_types", "format_rows",
-           "summary", "rule_exact_text_types", "CONFIG_FIXES"]
+           "summary", "rule_exact_types", "rule_exact_text_types", "probed_types"]
 
 
 def rotary_model_types() -> list[str]:
@@ -43,25 +47,6 @@ def rotary_model_types() -> list[str]:
         if rotary_classes(module):
             out.append(model_type)
     return out
-
-
-# Model types whose default config does not run their own rotary code: the fields their
-# published checkpoints set. GLM-4.1V / 4.5V: partial_rotary_factor 0.5 with mrope_section
-# [8, 12, 12]; GLM-4.5V (zai-org/GLM-4.5V config.json) also head_dim 128 (the default 4096 / 96
-# heads gives 42). Qwen3-Omni-30B-A3B's thinker text (Qwen/Qwen3-Omni-30B-A3B-Instruct
-# config.json): 32 query heads, 4 KV heads, head_dim 128 (the default 2048 / 28 gives 73).
-_GLM_PARTIAL = {"rope_parameters": {"partial_rotary_factor": 0.5}}
-CONFIG_FIXES = {
-    **{t: _GLM_PARTIAL for t in ("glm4v", "glm4v_text", "glm_image", "glm_image_text")},
-    **{t: {**_GLM_PARTIAL, "head_dim": 128} for t in ("glm4v_moe", "glm4v_moe_text")},
-    "qwen3_omni_moe_text": {"num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128},
-    # transformers 5.23's defaults build no rotary: HunYuan-VL names no sections (tencent/HunyuanOCR
-    # config.json: xdrope_section [16, 16, 16, 16]); Cohere Compass's text rope_parameters is {}
-    # (a per-layer-type rotary: one entry for its full-attention layers, sections from its code).
-    "hunyuan_vl_text": {"rope_parameters": {"mrope_section": [16, 16, 16, 16]}},
-    "cohere_compass_text": {"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 10000.0}}},
-    "zamba2": {"use_mem_rope": True},  # its rotary exists only with use_mem_rope (default false: refused)
-}
 
 
 def _default_config(config_cls, model_type: str):
@@ -126,23 +111,33 @@ def coverage(model_types: list[str] | None = None, progress=None) -> list[Row]:
     return rows
 
 
-def rule_exact_text_types(rows: list[Row]) -> list[str]:
-    """Text model types whose every text row the reading rule gets exact: what
-    ``architectures.VERIFIED_TEXT`` may hold."""
+def rule_exact_types(rows: list[Row], kind: str = "text") -> list[str]:
+    """Model types of ``kind`` ("text" or "vision") whose every row of that kind the reading
+    rule gets exact: what ``architectures.VERIFIED_TEXT`` / ``VERIFIED_VISION`` may hold."""
     by: dict = {}
     for r in rows:
-        kind, _, config_type = r.config_type.partition(":")
+        row_kind, _, config_type = r.config_type.partition(":")
         # A type is judged on its own rows and its nested parts' (a VLM's "<type>_text", Dia's
         # "dia_encoder", T5Gemma's "t5_gemma_module"): a composite model that embeds a Qwen2
         # decoder next to a rotary of its own (an audio clock) says nothing of Qwen2.
-        if kind == "text" and config_type.replace("_", "").startswith(r.model_type.replace("_", "")):
+        if row_kind == kind and config_type.replace("_", "").startswith(r.model_type.replace("_", "")):
             by.setdefault(config_type, set()).add(r.rule)
     return sorted(m for m, rules in by.items() if m and rules == {"exact"})
 
 
+def rule_exact_text_types(rows: list[Row]) -> list[str]:
+    """`rule_exact_types` of the text rows."""
+    return rule_exact_types(rows, "text")
+
+
+def probed_types(rows: list[Row], kind: str = "text") -> set[str]:
+    """Every model type of ``kind`` the rows judged (exact or not)."""
+    return {r.config_type.partition(":")[2] for r in rows if r.config_type.partition(":")[0] == kind} - {""}
+
+
 def summary(rows: list[Row]) -> dict:
     """Counts per status."""
-    out = {s: 0 for s in ("exact", "refused", "wrong", "unprobed")}
+    out = {s: 0 for s in ("exact", "refused", "wrong", "superseded", "unprobed")}
     for r in rows:
         out[r.status] += 1
     return out

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .._util import atomic_write, check_output_path, error_line, quiet_exporter, silent_fds
-from ..architectures import TEXT_OF, VERIFIED_TEXT, VISION_CLASSES, VISION_OF, VISION_TYPES
+from ..architectures import LAYER_COUNT_KEY, NARROWED_FIELDS, TEXT_OF, VERIFIED_TEXT, VISION_CLASSES, VISION_OF, VISION_TYPES
 from ..export.forms import FUSED_OPSET
 from ..hf_config import head_dim_of, load_config, select_part
 from ..validate.compare import compare
@@ -109,12 +109,8 @@ def _narrow(cfg: dict, part: str, layers: int) -> dict:
     else:  # Qwen vision: embed_dim is the attention width, hidden_size the merger's output
         cfg.update(embed_dim=new_width, num_heads=new_heads, hidden_size=new_width, intermediate_size=2 * new_width,
                    out_hidden_size=new_width)
-        # Keep every kind of layer in the narrowed encoder: Qwen3's deepstack taps, Qwen2.5's
-        # full-attention blocks (the others attend within windows).
-        if model_type == "qwen3_vl_vision":
-            cfg["deepstack_visual_indexes"] = [0]
-        if model_type == "qwen2_5_vl_vision":
-            cfg["fullatt_block_indexes"] = [layers - 1]
+        # Keep every kind of layer in the narrowed encoder (architectures.NARROWED_FIELDS).
+        cfg.update({key: value(layers) for key, value in NARROWED_FIELDS.get(model_type, {}).items()})
     return cfg
 
 
@@ -153,7 +149,7 @@ def tiny_model(config, part: str = "text", layers: int = 2, *, seed: int = 0, fu
     if not full_width:
         cfg = _narrow(cfg, part, layers)
     cfg.pop("model_type")
-    cfg["depth" if model_type in ("qwen2_vl_vision", "qwen2_5_vl_vision", "qwen3_vl_vision") else "num_hidden_layers"] = layers
+    cfg[LAYER_COUNT_KEY.get(model_type, "num_hidden_layers")] = layers
     try:
         config_obj = transformers.AutoConfig.for_model(model_type, **cfg)
     except Exception as exc:  # noqa: BLE001 - transformers raises many kinds for a bad config

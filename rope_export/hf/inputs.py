@@ -34,12 +34,12 @@ class _Vision(nn.Module):
         return self.model(*inputs).last_hidden_state
 
 
-def _kind(model: nn.Module) -> str:
+def _input_family(model: nn.Module) -> str:
     """The input family, read off the model's rotary module (`patch.rotary_kind`)."""
     for module in model.modules():
         cls = type(module).__name__
         if "Rotary" in cls:
-            kind = rotary_kind(module)[0]
+            kind = rotary_kind(module, getattr(model, "config", None))[0]
             if kind == "vision_hw":  # same rotary, different inputs
                 return "pixtral" if cls.startswith("Pixtral") else "qwen_vision"
             return kind
@@ -58,7 +58,7 @@ def example_inputs(model: nn.Module, *, batch: int = 2, seq: int = 9, seed: int 
     Pixtral, the configured size for Llama 4), static shapes.
     """
     g = torch.Generator().manual_seed(seed)
-    kind, cfg = _kind(model), model.config
+    kind, cfg = _input_family(model), model.config
     if kind in ("text", "mrope", "complex"):
         ids = torch.randint(0, cfg.vocab_size, (batch, seq), generator=g)
         steps = torch.arange(seq) + int(torch.randint(0, 50, (1,), generator=g))

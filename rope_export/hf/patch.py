@@ -40,30 +40,15 @@ Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE. Anything else is refused with the 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import sys
 
 from torch import nn
 
-from .adapters import build_adapter, function_layout, rotary_kind
+from .adapters import build_adapter, rotary_kind
+from .apply_site import ApplySite
 from .rotary import HFRotary, LayeredRotary, make_apply
 from .tables import TABLE_FORMAT, table_attentions
 
 __all__ = ["Patch", "patch", "unpatch", "rotary_kind"]
-
-
-# --------------------------------------------------------------------------- patch
-@dataclasses.dataclass
-class _Swap:
-    original: object
-    replacement: object
-    fused: bool
-    fmt: str = "cat"
-    layout: str = "half"
-    users: int = 0
-
-
-_SWAPS: dict[tuple[str, str], _Swap] = {}
 
 
 class Patch:
@@ -87,10 +72,8 @@ class Patch:
         twin = Patch.__new__(Patch)
         memo[id(self)] = twin
         twin.model, twin.replaced = copy.deepcopy(self.model, memo), copy.deepcopy(self.replaced, memo)
-        twin._modules, twin._swaps, twin.active = copy.deepcopy(self._modules, memo), list(self._swaps), self.active
-        if twin.active:
-            for key in twin._swaps:
-                _SWAPS[key].users += 1
+        twin._modules, twin._swaps = copy.deepcopy(self._modules, memo), copy.deepcopy(self._swaps, memo)
+        twin.active = self.active
         return twin
 
     def __exit__(self, *exc):
@@ -102,12 +85,8 @@ class Patch:
             return
         for parent, name, original in self._modules:
             setattr(parent, name, original)
-        for key in self._swaps:
-            swap = _SWAPS[key]
-            swap.users -= 1
-            if swap.users == 0:
-                setattr(sys.modules[key[0]], key[1], swap.original)
-                del _SWAPS[key]
+        for handle in self._swaps:
+            handle.restore()
         self.model.__dict__.pop("_rope_export_patch", None)
         self.active = False
 
@@ -146,61 +125,64 @@ def patch(model: nn.Module, *, fused: bool = True) -> Patch:
         if "Rotary" not in cls:
             continue
         try:
-            found.append((name, module, rotary_kind(module)))
+            found.append((name, module, rotary_kind(module, _holder_config(model, name))))
         except ValueError as exc:
             unsupported.append(f"{name or '<model>'} ({cls}): {exc}")
     if unsupported:
         raise ValueError(f"{type(model).__name__} has rotary modules rope_export does not patch: {'; '.join(unsupported)}")
     if not found:
-        tables = table_attentions(model)  # GPT-J: no rotary module, a sinusoid table per attention
+        tables = table_attentions(model)  # GPT-J before transformers 5.25: a sinusoid table per attention
         if tables:
-            return _patch_tables(model, tables, fused)
+            site = ApplySite(type(tables[0][1]).__module__, "apply_rotary_pos_emb")
+            return _swap(model, [(n, type(m).__name__, spec) for n, m, spec in tables], [],
+                         {site: (TABLE_FORMAT, "interleaved")}, fused)
         raise ValueError(f"{type(model).__name__} has no rotary module (no submodule class named *Rotary*) and no "
                          "sinusoid-table attention (GPT-J's embed_positions)")
 
-    plans = [(name, module, kind, build_adapter(name, module, kind)) for name, module, kind in found]  # all checks first
-    keys = {}
+    plans = [(name, module, kind, build_adapter(name, module, kind, model, _holder_config(model, name)))
+             for name, module, kind in found]  # all checks first
+    sites: dict[ApplySite, tuple] = {}
     for _, module, (kind, functions), adapter in plans:
         for fn in functions:
-            key = (type(module).__module__, fn)
-            how = (adapter.fmt, function_layout(fn, adapter.spec.layout))
-            if key in _SWAPS and (_SWAPS[key].fused, _SWAPS[key].fmt, _SWAPS[key].layout) != (fused, *how):
-                raise ValueError(f"{key[0]}.{fn} is already patched with fused={_SWAPS[key].fused} by another model")
-            keys.setdefault(key, how)
-
+            site = ApplySite(type(module).__module__, fn)
+            how = (adapter.fmt, adapter.apply_layouts[fn])
+            if sites.setdefault(site, how) != how:
+                raise ValueError(f"{site.label} serves two rotaries of this model that lay cos/sin out differently")
     modules, replaced = [], []
     for name, module, _, adapter in plans:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         modules.append((parent, child, module))
-        setattr(parent, child, adapter)
         if isinstance(adapter, LayeredRotary):  # one row per layer type: "rotary_emb[sliding_attention]"
             replaced.extend((f"{name}[{t}]", type(module).__name__, a.spec) for t, a in adapter.adapters.items())
         else:
             replaced.append((name, type(module).__name__, adapter.spec))
-    for key, (fmt, layout) in keys.items():
-        if key not in _SWAPS:
-            original = getattr(sys.modules[key[0]], key[1])
-            _SWAPS[key] = _Swap(original, make_apply(key[1], original, fused, fmt, layout), fused, fmt, layout)
-            setattr(sys.modules[key[0]], key[1], _SWAPS[key].replacement)
-        _SWAPS[key].users += 1
-    result = Patch(model, replaced, modules, list(keys))
-    model.__dict__["_rope_export_patch"] = result
-    return result
+    return _swap(model, replaced, [(parent, child, module, adapter) for (parent, child, module), (*_, adapter)
+                                   in zip(modules, plans)], sites, fused)
 
 
-def _patch_tables(model: nn.Module, tables, fused: bool) -> Patch:
-    """GPT-J: keep each attention's table, swap its modeling file's apply function."""
-    key = (type(tables[0][1]).__module__, "apply_rotary_pos_emb")
-    if key in _SWAPS and (_SWAPS[key].fused, _SWAPS[key].fmt) != (fused, TABLE_FORMAT):
-        raise ValueError(f"{key[0]}.{key[1]} is already patched with fused={_SWAPS[key].fused} by another model")
-    if key not in _SWAPS:
-        original = getattr(sys.modules[key[0]], key[1])
-        _SWAPS[key] = _Swap(original, make_apply(key[1], original, fused, TABLE_FORMAT, "interleaved"), fused,
-                            TABLE_FORMAT, "interleaved")
-        setattr(sys.modules[key[0]], key[1], _SWAPS[key].replacement)
-    _SWAPS[key].users += 1
-    result = Patch(model, [(name, type(m).__name__, spec) for name, m, spec in tables], [], [key])
+def _holder_config(model: nn.Module, name: str):
+    """The config of the closest module above ``name`` that has one: the config a rotary that
+    keeps none was built from (GPT-J in transformers 5.25)."""
+    parts = name.split(".") if name else []
+    for depth in range(len(parts) - 1, -1, -1):
+        config = getattr(model.get_submodule(".".join(parts[:depth])), "config", None)
+        if config is not None and hasattr(config, "to_dict"):
+            return config
+    return None
+
+
+def _swap(model: nn.Module, replaced, modules, sites: dict, fused: bool) -> Patch:
+    """Swap every apply function (a ValueError before anything changes if one is patched another
+    way by another model), then the rotary modules."""
+    for site, (fmt, layout) in sites.items():
+        if site.swapped_with() not in (None, (fused, fmt, layout)):
+            raise ValueError(f"{site.label} is already patched with fused={site.swapped_with()[0]} by another model")
+    handles = [site.swap(lambda s, f=fmt, lay=layout: make_apply(s, fused, f, lay), (fused, fmt, layout), model)
+               for site, (fmt, layout) in sites.items()]
+    for parent, child, _, adapter in modules:
+        setattr(parent, child, adapter)
+    result = Patch(model, replaced, [(parent, child, module) for parent, child, module, _ in modules], handles)
     model.__dict__["_rope_export_patch"] = result
     return result
 

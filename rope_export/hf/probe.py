@@ -12,16 +12,18 @@ import math
 
 import torch
 
-from ..architectures import ROTARY_USES, XY_POSITIONS
+from ..architectures import XY_POSITIONS, superseded
 from ..config_file import has_memory_attention, is_vision
-from ..hf_config import layer_types_of, select_part, spec_fields, verification_key
+from ..hf_config import head_dim_of, layer_types_of, rotary_uses, select_part, spec_fields, verification_key
 from ..modules import RotaryEmbedding
 from ..positions import patch_grid_positions
 from ..spec import RopeSpec
 from ..validate.compare import TOLERANCES, compare
-from .sources import apply_function, configs_for, modeling_module, rotary_classes, sub_configs
+from .apply_site import ApplySite, transformers_version
+from .behaviour import call_rotary, probe_positions, random_qk, rotation
+from .sources import apply_names, configs_for, modeling_module, rotary_classes, sub_configs
 
-__all__ = ["Row", "modeling_module", "rotary_classes", "sub_configs", "probe_config", "ATTENTION_SLICES"]
+__all__ = ["Row", "modeling_module", "rotary_classes", "sub_configs", "probe_config"]
 
 
 @dataclasses.dataclass
@@ -30,7 +32,7 @@ class Row:
     part: str
     layer_type: str | None
     rotary_class: str
-    status: str  # "exact" | "refused" | "wrong" | "unprobed": what from_hf_config does
+    status: str  # "exact" | "refused" | "wrong" | "superseded" | "unprobed": what from_hf_config does
     detail: str = ""
     max_err: float = math.nan
     rule: str = ""  # the same judgement of the reading rule alone, the verified table bypassed
@@ -51,6 +53,8 @@ def _part(attr: str, cfg, rotary_cls) -> str:
     """The ``part`` a user passes to `from_hf_config` for this sub-config."""
     if attr == "" and has_memory_attention(cfg.to_dict()):
         return "memory_attention"
+    if attr == "" and getattr(cfg, "text_config", None) is not None and _builds_from(rotary_cls, cfg):
+        return "root"  # the root's own rotary beside a nested decoder (MusicFlamingo's audio clock)
     if attr in ("", "text_config"):
         # By what the config is (MLCD's vision rotary class has no "vision" in its name; DeepSeek-OCR 2's
         # encoder is a decoder stack over image tokens), the class name only when it has no decoder (SAM 2).
@@ -62,22 +66,16 @@ def _part(attr: str, cfg, rotary_cls) -> str:
     return attr  # a nested config by its key path (audio encoders, talkers, ...)
 
 
-def _probe_positions(max_pos: int | None) -> torch.Tensor:
-    steps = [0, 1, 2, 3, 7, 31, 100, 1000, 4000]
-    if max_pos:
-        steps += [max_pos - 1, 2 * max_pos + 5]  # the trained end, and past it (length rules)
-    return torch.tensor([steps], dtype=torch.int64)
-
-
-def _call_rotary(rotary, position_ids, layer_type):
-    x = torch.zeros(1, dtype=torch.float32)
-    with torch.no_grad():
-        out = rotary(x, position_ids, layer_type) if layer_type is not None else rotary(x, position_ids)
-    if isinstance(out, torch.Tensor) and out.is_complex():
-        return out, None  # Meta-style freqs_cis (Llama 4): applied by complex multiplication
-    if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
-        raise TypeError(f"forward returned {type(out).__name__}, not (cos, sin)")
-    return out
+def _builds_from(rotary_cls, cfg) -> bool:
+    """Whether the rotary builds from this config itself (not, as a VLM's text rotary typed with
+    the VLM's config does, only from its text_config)."""
+    try:
+        rotary_cls(cfg)
+    except AttributeError:
+        return False
+    except Exception:  # noqa: BLE001 - it reads this config; what else fails is the probe's to report
+        return True
+    return True
 
 
 def _multi_axis(rotary, pos2d, layer_type) -> torch.Tensor | None:
@@ -86,9 +84,9 @@ def _multi_axis(rotary, pos2d, layer_type) -> torch.Tensor | None:
     for axes in (3, 2):
         streams = torch.stack([pos2d[0], pos2d[0] // 2 + 1, (pos2d[0] * 3) % 97])[:axes, None]
         try:
-            mixed = _call_rotary(rotary, streams, layer_type)
-            same = _call_rotary(rotary, pos2d[None].expand(axes, -1, -1), layer_type)
-            flat = _call_rotary(rotary, pos2d, layer_type)
+            mixed = call_rotary(rotary, streams, layer_type)[0]
+            same = call_rotary(rotary, pos2d[None].expand(axes, -1, -1), layer_type)[0]
+            flat = call_rotary(rotary, pos2d, layer_type)[0]
         except Exception:  # noqa: BLE001 - a one-axis rotary rejects multi-axis positions
             continue
         if mixed[0].shape == flat[0].shape and torch.equal(same[0], flat[0]) and not torch.equal(mixed[0], flat[0]):
@@ -96,36 +94,8 @@ def _multi_axis(rotary, pos2d, layer_type) -> torch.Tensor | None:
     return None
 
 
-# Decoders whose attention slices the rotary dims off first (query_states[..., : self.rotary_ndims]).
-ATTENTION_SLICES = frozenset({"phi", "stablelm", "persimmon"})
-
-
-def _reference(apply, q, k, cos, sin, slices: bool = False):
-    # Complex freqs_cis [B, S, P]: Meta's apply takes q/k as [B, S, H, D], DeepSeek V2's as
-    if sin is None:  # [B, H, S, D] (the probe's head and token counts differ, so one fails)
-        try:
-            q_rot, k_rot = apply(q.transpose(1, 2), k.transpose(1, 2), cos)
-            return q_rot.transpose(1, 2), k_rot.transpose(1, 2)
-        except RuntimeError:
-            return apply(q, k, cos)
-    if slices:
-        width = cos.shape[-1]
-        q_rot, k_rot = _reference(apply, q[..., :width], k[..., :width], cos, sin)
-        return torch.cat((q_rot, q[..., width:]), dim=-1), torch.cat((k_rot, k[..., width:]), dim=-1)
-    params = list(inspect.signature(apply).parameters)
-    if params[:4] == ["q", "k", "cos", "sin"]:
-        return apply(q, k, cos, sin)
-    if params[:3] == ["x", "cos", "sin"]:
-        return apply(q, cos, sin), apply(k, cos, sin)
-    raise TypeError(f"apply function {apply.__name__}{tuple(params)} has no known signature")
-
-
 def _head_width(cfg, spec: RopeSpec | None) -> int:
-    if spec is not None:
-        return spec.head_dim
-    from ..hf_config import head_dim_of
-
-    return head_dim_of(cfg.to_dict())
+    return spec.head_dim if spec is not None else head_dim_of(cfg.to_dict())
 
 
 def probe_config(root) -> list[Row]:
@@ -145,7 +115,7 @@ def _probe_rows(model_type, data, attr, cfg, rotary_cls, module) -> list[Row]:
     part = _part(attr, cfg, rotary_cls)
     takes_layer = "layer_type" in inspect.signature(rotary_cls.forward).parameters
     # Rows per layer type, or per use of a rotary applied two ways (DeepSeek V3.2: attention, indexer)
-    layer_types = layer_types_of(_part_dict(cfg.to_dict(), part)) if takes_layer else list(_uses(data, part))
+    layer_types = layer_types_of(_part_dict(cfg.to_dict(), part)) if takes_layer else list(rotary_uses(data, part))
     try:
         kind, sub, _ = select_part(data, part)
         config_type = f"{kind}:{verification_key(data, part, sub) or ''}"
@@ -154,6 +124,9 @@ def _probe_rows(model_type, data, attr, cfg, rotary_cls, module) -> list[Row]:
     rows = []
     for layer_type in layer_types or [None]:
         row = _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type)
+        note = superseded(config_type.partition(":")[2], transformers_version()) if row.status == "wrong" else ""
+        if note:  # this release's code predates the rule rope_export follows (architectures.Family.since)
+            row.status, row.detail = "superseded", f"transformers {transformers_version()}: {note} ({row.detail})"
         row.rule, row.config_type = row.status, config_type
         refusal = _accepted(data, part, layer_type) if row.status != "refused" else ""
         if refusal:
@@ -169,21 +142,15 @@ def _part_dict(data: dict, part: str) -> dict:  # Step3p7: layer types in its te
         return data
 
 
-def _uses(data: dict, part) -> dict:
-    try:
-        return ROTARY_USES.get(verification_key(data, part) or "", {})
-    except ValueError:
-        return {}
-
-
 def _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type) -> Row:
     row = Row(model_type, part, layer_type, rotary_cls.__name__, "unprobed")
-    if _kind(data, part, rotary_cls) == "vision":
+    if _part_kind(data, part, rotary_cls) == "vision":
         return _probe_vision(row, data, cfg, rotary_cls, module, part)
     spec, spec_error = _spec_or_error(data, part, layer_type)
     # One use of a rotary applied two ways (DeepSeek V3.2): a use, not a layer type, so the rotary
     # is called without it; its own apply function rotates the first rotary dims of its heads.
-    use = _uses(data, part).get(layer_type)
+    uses = rotary_uses(data, part)
+    use = uses.get(layer_type)
     if use is not None:
         layer_type = None
     declared = getattr(cfg, "layer_types", None)
@@ -194,26 +161,23 @@ def _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type) -> R
     try:
         kwargs = {"layer_type": layer_type} if layer_type is not None and "layer_type" in inspect.signature(rotary_cls.__init__).parameters else {}
         rotary = _build_rotary(rotary_cls, cfg, **kwargs)
-        pos = _probe_positions(getattr(getattr(rotary, "config", cfg), "max_position_embeddings", None))
-        cos, sin = _call_rotary(rotary, pos, layer_type)
+        max_pos = getattr(getattr(rotary, "config", cfg), "max_position_embeddings", None)
+        outputs, pos = call_rotary(rotary, probe_positions("text", int(max_pos) if max_pos else None), layer_type)
         streams = _multi_axis(rotary, pos, layer_type)
         if streams is not None:
-            pos = streams
-            cos, sin = _call_rotary(rotary, pos, layer_type)
+            outputs, pos = call_rotary(rotary, streams, layer_type)
     except Exception as exc:  # noqa: BLE001
         row.detail = f"rotary module: {type(exc).__name__}: {exc}"[:200]
         return _refused_or(row, spec_error)
-    apply = getattr(module, use[0]) if use else apply_function(module, cfg, rotary_cls.__name__, complex_freqs=sin is None)
-    if apply is None:
-        row.detail = "no module-level apply_rotary_pos_emb (apply_rotary_emb if complex), or two called unconditionally"
-        return _refused_or(row, spec_error)
-    g = torch.Generator().manual_seed(0)
     try:
-        width = _head_width(cfg, spec)
-        q = torch.randn(1, 2, pos.shape[-1], width, generator=g)
-        k = torch.randn(1, 1, pos.shape[-1], width, generator=g)
-        with torch.no_grad():
-            want = _reference(apply, q, k, cos, sin, slices=use is not None or getattr(cfg, "model_type", "") in ATTENTION_SLICES)
+        names = (use[0],) if use else apply_names(module, cfg, rotary_cls.__name__, complex_freqs=outputs[1] is None,
+                                                  uses=uses)
+        if len(names) != 1:
+            row.detail = "no module-level apply function its attention calls (apply_rotary_emb if complex), or two called unconditionally"
+            return _refused_or(row, spec_error)
+        site = ApplySite(module.__name__, names[0])
+        q, k = random_qk(_head_width(cfg, spec), pos.shape[-1])
+        want = rotation(site.original, site.form, q, k, *outputs, rotary_dim=spec.rotary_dim if spec else None)
     except Exception as exc:  # noqa: BLE001
         row.detail = f"apply function: {type(exc).__name__}: {exc}"[:200]
         return _refused_or(row, spec_error)
@@ -225,7 +189,8 @@ def _probe_one(model_type, data, cfg, part, rotary_cls, module, layer_type) -> R
     return _judge(row, spec, spec_error, q, k, pos, want)
 
 
-def _kind(data: dict, part: str, rotary_cls) -> str:
+def _part_kind(data: dict, part: str, rotary_cls) -> str:
+    """"text" or "vision": which reading rule the part takes."""
     try:
         return select_part(data, part)[0]
     except ValueError:  # no such part: judged by the class name (the probe row reports the rest)
@@ -260,7 +225,7 @@ def _probe_vision(row: Row, data: dict, cfg, rotary_cls, module, part: str = "vi
         return _probe_fixed_grid(row, spec, spec_error, cfg, rotary_cls, module)
     try:
         rotary = _build_rotary(rotary_cls, cfg)
-        cos, sin = _call_rotary(rotary, hw.flip(-1) if rotary_cls.__name__ in XY_POSITIONS else hw, None)
+        cos, sin = call_rotary(rotary, hw.flip(-1) if rotary_cls.__name__ in XY_POSITIONS else hw)[0]
         width = _head_width(cfg, spec)
         g = torch.Generator().manual_seed(0)
         q, k = torch.randn(len(steps), 2, width, generator=g), torch.randn(len(steps), 2, width, generator=g)

@@ -7,14 +7,13 @@ TorchScript: a custom op with a registered symbolic) and with float32 torch ops 
 from __future__ import annotations
 
 import functools
+import inspect
 
 import torch
 from torch import nn
 
 from ..export.forms import FUSED_OPSET
 from ..export.ops import rotary_op
-import inspect
-
 from ..modules import RotaryEmbedding, apply_rotary, deinterleave
 from ..positions import patch_grid_positions
 from ..spec import RopeSpec
@@ -54,12 +53,10 @@ def _register_legacy_symbolic() -> None:
 
 
 # How a model's rotary lays its P angles out in cos/sin: "cat" (twice, [c, c]: most models),
-# "interleave" (each twice in a row, [c0, c0, c1, c1, ...]: Cohere) or "once" ([c]: gpt-oss);
-# Meta-style complex freqs_cis [B, S, P], by how its apply_rotary_emb takes q/k:
+# "interleave" (each twice in a row, [c0, c0, c1, c1, ...]: Cohere) or "once" ([c]: gpt-oss,
+# GPT-J); Meta-style complex freqs_cis [B, S, P], by how its apply_rotary_emb takes q/k:
 # "complex_bhsd" ([B, H, S, D]: DeepSeek V2) or "complex_bshd" ([B, S, H, D]: Llama 4).
 FORMATS = ("cat", "interleave", "once", "complex_bhsd", "complex_bshd")
-# (A model whose attention gathers (sin, cos) from its own table, GPT-J, has no rotary module to
-# stand in for; its swapped apply function is tagged "sincos_table": `tables`.)
 
 
 def _half(cos: torch.Tensor) -> torch.Tensor:
@@ -84,22 +81,22 @@ def _batch(cos: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return cos if cos.shape[0] == x.shape[0] else cos.expand(x.shape[0], -1, -1)
 
 
-def make_apply(kind_fn: str, original, fused: bool, fmt: str = "cat", layout: str = "half"):
-    """The replacement for one module-level apply function: the model's cos/sin come in ``fmt``
-    (`FORMATS`), its pairs follow ``layout`` (a `RopeSpec` layout)."""
-    if fmt == "sincos_table":  # GPT-J / CodeGen (`tables`): apply_rotary_pos_emb(tensor, sin, cos)
+def make_apply(site, fused: bool, fmt: str = "cat", layout: str = "half"):
+    """The replacement for one apply function (an `apply_site.ApplySite`), taking what the
+    original takes (`ApplySite.form`): the model's cos/sin come in ``fmt`` (`FORMATS`), its pairs
+    follow ``layout`` (a `RopeSpec` layout)."""
+    form, original = site.form, site.original
+    if form == "sincos":  # GPT-J / CodeGen: apply_rotary_pos_emb(tensor, sin, cos), sin/cos [B, S, P]
         def table_apply(tensor, sin, cos):
-            # tensor [B, S, H, R], sin/cos [B, S, P] gathered from the model's own table
-            x = tensor.transpose(1, 2)
+            x = tensor.transpose(1, 2)  # [B, S, H, R] -> [B, H, S, R]
             return _rotate(x, _batch(cos, x), _batch(sin, x), "interleaved", fused).transpose(1, 2)
 
-        table_apply.__name__, table_apply.rope_export_replacement = kind_fn, True
-        return table_apply
-    if kind_fn in ("apply_rotary_pos_emb", "apply_rotary_pos_emb_interleave"):
+        return _tagged(table_apply, site)
+    if form in ("qk", "x"):
         # Taken as the original takes them: (q, k, cos, sin, [position_ids,] unsqueeze_dim=1), or
         # one tensor at a time, (x, cos, sin, unsqueeze_dim=1) (Gemma 4).
-        params = inspect.signature(original).parameters
-        fixed = 3 if list(params)[:3] == ["x", "cos", "sin"] else 4
+        params = inspect.signature(site.function).parameters
+        fixed = 3 if form == "x" else 4
         slot = list(params).index("unsqueeze_dim") - fixed if "unsqueeze_dim" in params else None
         default = params["unsqueeze_dim"].default if slot is not None else 1
 
@@ -129,19 +126,16 @@ def make_apply(kind_fn: str, original, fused: bool, fmt: str = "cat", layout: st
             def apply_rotary_pos_emb(q, k, cos, sin, *args, **kwargs):
                 return rotate((q, k), cos, sin, args, kwargs)
 
-        apply_rotary_pos_emb.__name__ = kind_fn
-        apply_rotary_pos_emb.rope_export_replacement = True
-        return apply_rotary_pos_emb
-    if kind_fn == "apply_rotary_pos_emb_vision":
+        return _tagged(apply_rotary_pos_emb, site)
+    if form == "packed":
         def apply_rotary_pos_emb_vision(q, k, cos, sin):
             # q/k [N, H, D] (one packed sequence), cos/sin [N, D] float32.
             c, s = _half(cos)[None], _half(sin)[None]
             return tuple(_rotate(x.transpose(0, 1)[None], c, s, "half", fused)[0].transpose(0, 1) for x in (q, k))
 
-        return apply_rotary_pos_emb_vision
-
-    if kind_fn == "apply_rotary_emb":
-        return _complex_apply(original, fused, fmt)
+        return _tagged(apply_rotary_pos_emb_vision, site)
+    if form == "complex":
+        return _tagged(_complex_apply(original, fused, fmt), site)
 
     def vision_apply_rotary_emb(query, key, freqs_ci):
         if isinstance(freqs_ci, torch.Tensor):  # an unpatched Llama 4 model's complex table
@@ -153,7 +147,13 @@ def make_apply(kind_fn: str, original, fused: bool, fmt: str = "cat", layout: st
             out.append(_rotate(x.transpose(1, 2), c, s, "interleaved", fused).transpose(1, 2))
         return tuple(out)
 
-    return vision_apply_rotary_emb
+    return _tagged(vision_apply_rotary_emb, site)
+
+
+def _tagged(fn, site):
+    fn.__name__ = fn.__qualname__ = site.name
+    fn.rope_export_replacement = True
+    return fn
 
 
 def _complex_apply(original, fused: bool, fmt: str):
@@ -170,7 +170,6 @@ def _complex_apply(original, fused: bool, fmt: str):
             out.append(y if heads_second else y.transpose(1, 2))
         return tuple(out)
 
-    apply_rotary_emb.rope_export_replacement = True
     return apply_rotary_emb
 
 
@@ -190,24 +189,26 @@ class HFRotary(nn.Module):
         fmt: how the model lays the P angles out in cos/sin (`FORMATS`): "cat" (``[c, c]``,
             transformers' usual format), "interleave" (``[c0, c0, c1, c1, ...]``) or "once".
         grid: patches per side (llama4_vision only).
+        sin_first: return ``(sin, cos)``, as GPT-J's rotary does (transformers 5.25).
     Returns (forward): ``(cos, sin)``: ``[B, S, R]`` (text), ``[N, R]`` (vision_hw), R =
     rotary_dim (P for "once"); llama4_vision: ``[S, P]`` each.
     """
 
     def __init__(self, spec: RopeSpec, kind: str, *, keep_float32: bool = False, grid: int | None = None,
-                 fmt: str = "cat"):
+                 fmt: str = "cat", sin_first: bool = False):
         super().__init__()
         if kind not in ("llama4_vision", "text", "mrope", "complex") and spec.layout != "half":
             raise ValueError(f"{kind} rotary modules use the half layout; the spec says {spec.layout!r}")
         if fmt not in FORMATS:
             raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
-        self.spec, self.kind, self.keep_float32, self.fmt = spec, kind, keep_float32, fmt
+        self.spec, self.kind, self.keep_float32, self.fmt, self.sin_first = spec, kind, keep_float32, fmt, sin_first
+        self.apply_layouts: dict = {}  # {apply function: the pairing its replacement rotates with} (`patch`)
         self.rope = RotaryEmbedding(spec)
         if kind == "llama4_vision":
             self.register_buffer("positions", patch_grid_positions(grid, grid, offset=1, cls_token="last"), persistent=False)
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind}, fmt={self.fmt}"
+        return f"kind={self.kind}, fmt={self.fmt}" + (", sin_first=True" if self.sin_first else "")
 
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor | None = None):
         if self.kind == "llama4_vision":
@@ -226,7 +227,7 @@ class HFRotary(nn.Module):
             cos, sin = cos[0], sin[0]
         if not self.keep_float32:
             cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        return cos, sin
+        return (sin, cos) if self.sin_first else (cos, sin)
 
 
 class LayeredRotary(nn.Module):
@@ -245,6 +246,7 @@ class LayeredRotary(nn.Module):
             raise ValueError("the layer types' rotaries differ in kind, cos/sin format or pairing")
         self.adapters = nn.ModuleDict(adapters)
         self.kind, self.fmt, self.spec = first.kind, first.fmt, first.spec
+        self.apply_layouts = getattr(first, "apply_layouts", {})
 
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor, layer_type: str):
         if layer_type not in self.adapters:

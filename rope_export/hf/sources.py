@@ -18,7 +18,7 @@ import functools
 import importlib
 import inspect
 
-__all__ = ["modeling_module", "rotary_classes", "sub_configs", "configs_for", "apply_function"]
+__all__ = ["modeling_module", "rotary_classes", "sub_configs", "configs_for", "apply_names"]
 
 
 def modeling_module(model_type: str):
@@ -103,11 +103,13 @@ def configs_for(rotary_cls, root, module) -> list[tuple[str, object]]:
         owners_known = True
         matches = ([(a, c) for a, c in configs if type(c) is annotation]
                    or [(a, c) for a, c in configs if isinstance(c, annotation)])
-        if annotation is type(root):
-            # Annotated with the root config, yet built from a nested one: Owner(config.encoder).
+        if annotation is type(root) or annotation is PretrainedConfig:
+            # Annotated with the root config (or with any config: PI05's action expert), yet built
+            # from a nested one: Owner(config.encoder).
             nested = [(a[len("config."):], getattr(root, a[len("config."):], None)) for _, a in _callers(module.__name__, owner)
                       if a.startswith("config.") and "." not in a[len("config."):]]
-            matches = [(a, c) for a, c in nested if isinstance(c, PretrainedConfig)] or matches
+            fallback = matches if annotation is type(root) else [("", root)]
+            matches = [(a, c) for a, c in nested if isinstance(c, PretrainedConfig)] or fallback
         found.update(matches)
     if found or owners_known:  # owners built from configs this model type does not hold: none here
         return sorted(found.items())
@@ -137,14 +139,28 @@ def _apply_calls(module_name: str, tower: str | None) -> dict[str, bool]:
     return calls
 
 
-def apply_function(module, cfg, rotary_name: str, complex_freqs: bool = False):
-    """The apply function the rotary's attention calls, or None when that cannot be told."""
+def apply_names(module, cfg, rotary_name: str, *, complex_freqs: bool = False, uses: dict | None = None) -> tuple[str, ...]:
+    """The module-level apply functions the rotary's attention calls, read from its modeling
+    source; () when that cannot be told.
+
+    Args:
+        module: the modeling module.
+        cfg: the config the rotary is built from (DeepSeek V3 picks by its ``rope_interleave``).
+        complex_freqs: the rotary returns a complex ``freqs_cis`` (Meta style: ``apply_rotary_emb``).
+        uses: `architectures.ROTARY_USES` of the model type (one function per use).
+    """
+    if uses:
+        return tuple(dict.fromkeys(function for function, _, _ in uses.values()))
     if complex_freqs:
-        return getattr(module, "apply_rotary_emb", None)
+        return ("apply_rotary_emb",) if hasattr(module, "apply_rotary_emb") else ()
     plain, inter = "apply_rotary_pos_emb", "apply_rotary_pos_emb_interleave"
     calls = _apply_calls(module.__name__, next((w for w in _TOWERS if w in rotary_name), None))
+    name = plain
     if inter in calls and hasattr(module, inter):
         if calls[inter]:  # DeepSeek V3: chosen by the config's rope_interleave
-            return getattr(module, inter) if getattr(cfg, "rope_interleave", False) else getattr(module, plain, None)
-        return None if calls.get(plain) is False else getattr(module, inter)  # always (LongCat); both: unknown
-    return getattr(module, plain, None)
+            name = inter if getattr(cfg, "rope_interleave", False) else plain
+        elif calls.get(plain) is False:
+            return ()  # both called unconditionally: which rotates the rotary cannot be told
+        else:
+            name = inter  # always (LongCat, HY-V4 since transformers 5.24)
+    return (name,) if hasattr(module, name) else ()

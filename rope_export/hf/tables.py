@@ -1,5 +1,6 @@
 """Models with no rotary module: each attention gathers (sin, cos) from a sinusoid table of its
-own (``embed_positions``, GPT-J and CodeGen) and calls its modeling file's
+own (``embed_positions``, GPT-J and CodeGen before transformers 5.25, which gives them a rotary
+module instead) and calls its modeling file's
 ``apply_rotary_pos_emb(tensor, sin, cos)`` on ``[B, S, H, R]`` slices, pairs (2i, 2i+1).
 
 `rope_export.hf.patch` keeps the tables and swaps that function (the standard ``RotaryEmbedding``
@@ -16,10 +17,12 @@ from torch import nn
 
 from ..modules import RotaryEmbedding
 from ..spec import RopeSpec
+from .apply_site import ApplySite
+from .behaviour import max_error, random_qk, rotation
 
 __all__ = ["table_attentions", "has_table_attentions", "TABLE_FORMAT"]
 
-TABLE_FORMAT = "sincos_table"  # the swapped function's format tag (`rotary.make_apply`)
+TABLE_FORMAT = "sincos_table"  # the swap's tag: (sin, cos) gathered by the attention itself
 
 
 def table_attentions(model: nn.Module) -> list[tuple[str, nn.Module, RopeSpec]]:
@@ -74,21 +77,19 @@ def _check_table(name: str, module: nn.Module, spec: RopeSpec) -> None:
 
 
 def _check_apply(name: str, modeling, spec: RopeSpec) -> None:
+    """The modeling file's apply_rotary_pos_emb(tensor, sin, cos) against its replacement."""
     from .rotary import make_apply
 
-    original = getattr(modeling, "apply_rotary_pos_emb", None)
-    if original is None:
+    site = ApplySite(modeling.__name__, "apply_rotary_pos_emb")
+    if not site.exists() or site.form != "sincos":
         raise ValueError(f"{name}: its modeling file has no apply_rotary_pos_emb(tensor, sin, cos)")
-    if getattr(original, "rope_export_replacement", False):
-        return  # already swapped for a twin model: checked then
     g = torch.Generator().manual_seed(0)
     pairs = spec.rotary_dim // 2
-    x = torch.randn(2, 5, 3, spec.rotary_dim, generator=g)  # [B, S, H, R]
-    angles = torch.rand(2, 5, pairs, generator=g) * 100
-    with torch.no_grad():
-        want = original(x, angles.sin(), angles.cos())
-        got = make_apply("apply_rotary_pos_emb", original, False, TABLE_FORMAT, "interleaved")(x, angles.sin(), angles.cos())
-    err = float((want - got).abs().max())
-    if err > 1e-5:
+    q, k = random_qk(spec.rotary_dim, 5)
+    angles = torch.rand(1, 5, pairs, generator=g) * 100
+    want = rotation(site.original, "sincos", q, k, angles.sin(), angles.cos())
+    got = rotation(make_apply(site, False, "once", "interleaved"), "sincos", q, k, angles.sin(), angles.cos())
+    err = max_error(want, got)
+    if not err <= 1e-5:
         raise ValueError(f"{name}: its apply_rotary_pos_emb rotates differently from rope_export's "
                          f"(max |diff| {err:.3g}); rope_export does not patch it")
