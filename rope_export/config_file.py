@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any, Mapping
 
-from .architectures import ALTERNATING_2D_TEXT, KEY_NAMES, NESTED_THETA, VISION_FAMILIES
+from .architectures import ALTERNATING_2D_TEXT, KEY_NAMES, NESTED_THETA, ROPE_LABELS, VISION_ENCODER_TYPES, VISION_FAMILIES
 
 __all__ = ["load_config", "select_part", "layer_types_of", "is_vision", "has_memory_attention", "MAX_CONFIG_BYTES",
            "PART_ALIASES"]
@@ -21,9 +21,17 @@ MAX_CONFIG_BYTES = 16 << 20
 
 
 def load_config(cfg: Mapping[str, Any] | str | os.PathLike) -> dict:
-    """A config as a dict: the mapping itself, or the parsed JSON file at that path."""
+    """A config as a dict: the mapping itself, a transformers config object's ``to_dict()``, or
+    the parsed JSON file at that path."""
     if isinstance(cfg, Mapping):
         return dict(cfg)
+    if callable(getattr(cfg, "to_dict", None)) and not isinstance(cfg, (str, os.PathLike)):
+        data = cfg.to_dict()  # a transformers PretrainedConfig: the config.json it saves
+        if not isinstance(data, Mapping):
+            raise ValueError(f"config: {type(cfg).__name__}.to_dict() gave {type(data).__name__}, not a dict")
+        return dict(data)
+    if not isinstance(cfg, (str, os.PathLike)):
+        raise ValueError(f"config must be a dict, a transformers config or a config.json path, got {type(cfg).__name__}")
     path = os.fspath(cfg)
     if os.path.isdir(path):
         path = os.path.join(path, "config.json")
@@ -144,7 +152,7 @@ def is_vision(cfg: Mapping[str, Any]) -> bool:
     mt = str(cfg.get("model_type", ""))
     if mt in ALTERNATING_2D_TEXT:
         return False
-    return mt in ("pixtral", "llama4_vision_model") or mt.endswith("_vision") or ("vision_config" not in cfg and "patch_size" in cfg)
+    return mt in VISION_ENCODER_TYPES or mt.endswith("_vision") or ("vision_config" not in cfg and "patch_size" in cfg)
 
 
 # Fields of a flat rope_parameters block (transformers' RopeParameters and the legacy keys):
@@ -170,6 +178,7 @@ def layer_types_of(cfg: Mapping[str, Any]) -> list[str]:
     params = cfg.get("rope_parameters")
     if isinstance(params, Mapping):
         declared = set(cfg.get("layer_types") or []) if isinstance(cfg.get("layer_types"), list) else set()
+        declared |= set(ROPE_LABELS.get(str(cfg.get("model_type", "")), ()))  # transformers' _rope_type_labels
         entries = {k: v for k, v in params.items()
                    if isinstance(v, Mapping) or k in declared or (v is None and k not in ROPE_FIELDS)}
         if entries:
@@ -182,6 +191,11 @@ def layer_types_of(cfg: Mapping[str, Any]) -> list[str]:
                 if v is not None and not isinstance(v, Mapping):
                     raise ValueError(f"rope_parameters[{k!r}] (layer type {k!r}) must be an object or null, got "
                                      f"{type(v).__name__} {v!r}")
+            if declared and not set(entries) & declared:
+                # transformers takes a block as per-layer only when it names a declared layer type.
+                raise ValueError(f"rope_parameters is keyed by layer types ({', '.join(map(str, entries))}) none of which "
+                                 f"the config's layer_types ({', '.join(sorted(declared))}) declare: transformers reads it "
+                                 "as one flat block of default fields; the two readings disagree")
             live = sorted(k for k, v in entries.items() if v is not None)
             if not live:
                 raise ValueError(f"rope_parameters: every layer type's entry is null ({', '.join(map(str, entries))}): "

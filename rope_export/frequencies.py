@@ -99,6 +99,8 @@ def yarn_inv_freq(
     def get_mscale(scale: float, m: float = 1.0) -> float:
         return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
 
+    if dim % 2:  # its ramp has dim // 2 entries, its frequencies ceil(dim / 2): transformers' fails there too
+        raise ValueError(f"YaRN needs an even rotary width, got {dim} dims")
     if attention_factor is None:
         if mscale and mscale_all_dim:
             attention_factor = float(get_mscale(factor, mscale) / get_mscale(factor, mscale_all_dim))

@@ -12,7 +12,7 @@ import os
 from typing import Any, Mapping
 
 from . import frequencies as F
-from .architectures import (ALTERNATING_2D_TEXT, ALTERNATING_MROPE, DEFAULT_MROPE_SECTION, DEINTERLEAVING_MLA, HEAD_DIM_KEY,
+from .architectures import (ALTERNATING_2D_TEXT, field_facts_of, ALTERNATING_MROPE, DEFAULT_MROPE_SECTION, DEINTERLEAVING_MLA, HEAD_DIM_KEY,
                             INTERLEAVED_MROPE, INTERLEAVED_TEXT, REFUSED_TEXT, REFUSED_VISION, ROTARY_FLAG, ROTARY_USES, VERIFIED_TEXT,
                             VISION_FAMILIES)
 from .axes import alternating_axes, axial_axes, mrope_axes
@@ -35,6 +35,8 @@ def spec_fields(cfg: Mapping[str, Any] | str | os.PathLike, part: str | None = N
     with ``verified_only=False`` to check them.
     """
     cfg = load_config(cfg)
+    if layer_type is not None and not isinstance(layer_type, str):
+        raise ValueError(f"layer_type must be a string (one layer type), got {type(layer_type).__name__}")
     kind, sub, parent = select_part(cfg, part)
     if kind == "text" and PART_ALIASES.get(part, part) in (None, "text"):
         check_top_level_rope(cfg, sub)
@@ -54,7 +56,42 @@ def spec_fields(cfg: Mapping[str, Any] | str | os.PathLike, part: str | None = N
         fields = _text_fields(layer_params(sub, layer_type))  # its own errors are the more precise ones
     if verified_only:
         _check_text_model_type(key)
+        _check_field_facts(key, sub, layer_type)
     return fields
+
+
+# Where a config names each quantity `architectures.FIELD_FACTS` speaks of.
+def _names_partial(cfg, block) -> object:
+    return next((v for v in (block.get("partial_rotary_factor"), cfg.get("partial_rotary_factor"), cfg.get("rotary_pct"))
+                 if v is not None), None)
+
+
+def _check_field_facts(model_type: str | None, cfg: Mapping[str, Any], layer_type: str | None) -> None:
+    """Refuse what the family's code reads otherwise than the reading rule (`hf.fields`): an
+    ignored field set, or a field left out that its config class fills in itself."""
+    facts = field_facts_of(model_type or "")
+    if not facts:
+        return
+    try:
+        flat = layer_params(cfg, layer_type)
+    except ValueError:
+        return  # the reading itself says what is wrong
+    block = flat.get("rope_scaling") or flat.get("rope_parameters") or {}
+    block = block if isinstance(block, Mapping) else {}
+    partial = _names_partial(flat, block)
+    if "partial_rotary_factor" in facts.get("ignores", ()) and partial not in (None, 1, 1.0):
+        raise ValueError(f"model_type {model_type!r}: its rotary ignores partial_rotary_factor (it rotates the whole head), "
+                         f"yet this config sets {partial}: the file and the model disagree; remove it or check the model")
+    present = {"head_dim": flat.get("head_dim") is not None, "partial_rotary_factor": partial is not None,
+               "rope_type": bool(flat.get("rope_scaling") or flat.get("rope_parameters")),
+               "rope_theta": any(v is not None for v in (block.get("rope_theta"), flat.get("rope_theta"),
+                                                         flat.get("rotary_emb_base")))}
+    for quantity in facts.get("requires", ()):
+        if not present.get(quantity, True):
+            where = "rope_parameters block" if quantity == "rope_type" else quantity
+            raise ValueError(f"model_type {model_type!r}: the config names no {where}, which its config class fills in "
+                             f"with a default of its own (not the generic one rope_export would read): name it, as the "
+                             "config.json files transformers saves do")
 
 
 def rotary_uses(cfg: Mapping[str, Any], part: str | None = "text") -> dict:
@@ -86,7 +123,8 @@ def verification_key(cfg: Mapping[str, Any], part: str | None, sub: Mapping[str,
     ``"<root model_type>.<part>"``. None: a config with no model_type at all (the generic rule)."""
     sub = select_part(cfg, part)[1] if sub is None else sub
     model_type = sub.get("model_type")
-    if model_type == "" and PART_ALIASES.get(part, part) not in (None, "text", "vision"):
+    if not model_type and PART_ALIASES.get(part, part) not in (None, "text", "vision", "root") and cfg.get("model_type"):
+        # A nested config with no model_type of its own (key absent or ""): known by its place.
         return f"{cfg.get('model_type', '')}.{part}"
     return None if model_type is None else str(model_type)
 
@@ -129,6 +167,9 @@ def _text_fields(cfg: dict) -> dict:
         dim = positive_int(cfg["rotary_dim"], "rotary_dim")
     else:
         dim = int(head_dim * prf) if prf is not None else head_dim
+    if dim <= 0:
+        raise ValueError(f"the rotary width {dim} (head_dim {head_dim}" + (f" x partial_rotary_factor {prf}" if prf else "")
+                         + ") leaves no dims to rotate")
     max_pos = cfg.get("max_position_embeddings", cfg.get("n_positions"))
     if max_pos is not None:
         max_pos = positive_int(max_pos, "max_position_embeddings")

@@ -131,6 +131,8 @@ def rope_params(cfg: Mapping[str, Any], kind: str = "text") -> dict:
         if params["partial_rotary_factor"] > 1:
             raise ValueError(f"partial_rotary_factor must be in (0, 1], got {prf!r}")
     raw_type = params.get("rope_type", params.get("type"))
+    if raw_type is not None and not isinstance(raw_type, str):
+        raise ValueError(f"rope_scaling.rope_type must be a string, got {type(raw_type).__name__} {raw_type!r}")
     raw_type = LEGACY_LABELS.get(str(cfg.get("model_type", "")), {}).get(raw_type, raw_type)  # Phi-3's "yarn" is LongRoPE
     if raw_type == "dynamic" and params.get("alpha"):
         raw_type = "ntk_alpha"  # HunYuan: "dynamic" with a fixed alpha is a static, stretched base
@@ -156,14 +158,18 @@ def check_top_level_rope(cfg: Mapping[str, Any], sub: Mapping[str, Any]) -> None
     if not top:
         return
     nested = {k: sub[k] for k in _TOP_LEVEL_ROPE_FIELDS if sub.get(k) is not None}
-
-    def reading(fields):
-        return {k: v for k, v in rope_params(fields).items() if k != "type"}
-
-    if reading(top) != reading(nested):
-        raise ValueError(f"{cfg['model_type']}: the top level's rope fields {top} and text_config's "
-                         f"{nested or '(none)'} read differently: transformers 5 reads text_config alone, files of "
-                         "older releases the top level; make them agree")
+    model_type = sub.get("model_type", "")
+    theirs = rope_params({**top, "model_type": model_type})
+    ours = rope_params({**nested, "model_type": model_type})
+    # Every rope quantity the top level names (its block's fields, rope_theta, partial_rotary_factor)
+    # must read as the text_config's; what it does not name, it does not contradict.
+    named = {k for block in ("rope_scaling", "rope_parameters") for k in (top.get(block) or {})} | (set(top) & {
+        "rope_theta", "partial_rotary_factor"})
+    named = {"rope_type" if k == "type" else k for k in named}
+    if any(theirs.get(k) != ours.get(k) for k in named):
+        raise ValueError(f"{cfg['model_type']}: the top level's rope fields {top} change what text_config's "
+                         f"{nested or '(none)'} say: transformers 5 reads text_config alone, files of older releases "
+                         "the top level; make them agree")
 
 
 def head_dim_of(cfg: Mapping[str, Any], width_keys=("hidden_size", "n_embd"), head_keys=("num_attention_heads", "n_head")) -> int:

@@ -30,8 +30,13 @@ def float32_tuple(values: Sequence[float], name: str) -> tuple[float, ...]:
 
 
 def positive_number(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    try:
+        ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating)) \
+            and math.isfinite(value) and value > 0
+    except OverflowError:  # an int past float64's range (a JSON 10**400)
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a finite number > 0, got {str(value)[:40]}")
     return float(value)
 
 

@@ -149,3 +149,91 @@ def test_installed_transformers_llama_patches_and_restores_its_own_object():
             got = model(ids).last_hidden_state
     assert modeling_llama.apply_rotary_pos_emb is original
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_every_non_pristine_kernel_copy_is_checked(kernels_llama):
+    """A copy in _kernel_funcs replaced by another module, given a forward hook, or of another
+    class: the model runs it, so the patch checks it like the original."""
+    plain = unwrap(kernels_llama.apply_rotary_pos_emb)
+
+    def minus(q, k, cos, sin, unsqueeze_dim=1):
+        return plain(q, k, cos, -sin, unsqueeze_dim)
+
+    class Other(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            return minus(*args, **kwargs)
+
+    def other_module(layer):
+        (key,) = layer._kernel_funcs
+        layer._kernel_funcs[key] = Other()
+
+    def hooked(layer):
+        (copy_,) = layer._kernel_funcs.values()
+        copy_.register_forward_hook(lambda module, args, out: tuple(-t for t in out))
+
+    for tamper in (other_module, hooked):
+        model = _model(kernels_llama)
+        tamper(model.layers[0])
+        with pytest.raises(ValueError, match=r"_kernel_funcs\['rotary_pos_emb'\].*rotates differently"):
+            rx.hf.patch(model)
+
+
+def test_restores_exactly_what_it_swapped_and_nothing_else(kernels_llama):
+    """unpatch restores a module that imported the function while the swap was in force; keeps a
+    holder someone else changed meanwhile; a patched copy dropped without unpatch gives its share
+    back when collected."""
+    import copy
+    import gc
+
+    original = kernels_llama.apply_rotary_pos_emb
+    model = _model(kernels_llama)
+    patched = rx.hf.patch(model)
+    late = types.ModuleType("rope_export_test_late_importer")
+    late.apply_rotary_pos_emb = kernels_llama.apply_rotary_pos_emb  # `from ... import` while patched
+    sys.modules[late.__name__] = late
+    try:
+        twin = copy.deepcopy(model)
+        del twin
+        gc.collect()
+        patched.unpatch()
+        assert kernels_llama.apply_rotary_pos_emb is original and late.apply_rotary_pos_emb is original
+    finally:
+        del sys.modules[late.__name__]
+    mine = lambda q, k, cos, sin, unsqueeze_dim=1: (q, k)  # noqa: E731
+    patched = rx.hf.patch(model)
+    held = model.layers[1]
+    held._modules["rotary_fn"] = torch.nn.Identity()  # the user's own, set while patched
+    kernels_llama.apply_rotary_pos_emb = mine
+    try:
+        patched.unpatch()
+        assert kernels_llama.apply_rotary_pos_emb is mine and isinstance(held._modules["rotary_fn"], torch.nn.Identity)
+    finally:
+        kernels_llama.apply_rotary_pos_emb = original
+        held._modules["rotary_fn"] = original
+
+
+def test_a_vision_apply_function_is_checked_too(monkeypatch):
+    """Qwen2-VL's vision apply function edited to do nothing: the patch refuses it."""
+    from transformers.models.qwen2_vl import modeling_qwen2_vl
+
+    cfg = transformers.Qwen2VLConfig(
+        text_config=dict(vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4,
+                         num_key_value_heads=2, rope_parameters={"rope_type": "default", "rope_theta": 1e6,
+                                                                 "mrope_section": [2, 3, 3]}),
+        vision_config=dict(depth=1, embed_dim=64, num_heads=2, hidden_size=64, patch_size=14, spatial_merge_size=2))
+    model = transformers.AutoModel.from_config(cfg).eval()
+    monkeypatch.setattr(modeling_qwen2_vl, "apply_rotary_pos_emb_vision", lambda q, k, cos, sin: (q, k))
+    with pytest.raises(ValueError, match="apply_rotary_pos_emb_vision rotates differently"):
+        rx.hf.patch(model)
+
+
+def test_meta_and_half_precision_models():
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=1,
+                                   num_attention_heads=4, num_key_value_heads=2)
+    with torch.device("meta"):
+        meta = transformers.LlamaModel(cfg)
+    with pytest.raises(ValueError, match="meta device"):
+        rx.hf.patch(meta)
+    half = transformers.LlamaModel(cfg).to(torch.bfloat16)
+    with pytest.warns(UserWarning, match="runs in bfloat16: rope_export rotates in float32"):
+        rx.hf.patch(half).unpatch()

@@ -29,6 +29,9 @@ def test_top_level_rope_fields_beside_a_text_config_must_agree():
     for part in ("text", "text_config", None):
         with pytest.raises(ValueError, match=r"rope_theta.*5000.*text_config"):
             rx.RopeSpec.from_hf_config(cfg, part=part)
+    # A top level that repeats part of the text_config's fields, with the same values: one reading.
+    partial = {**cfg, "rope_theta": 5000.0, "text_config": QWEN25_VL_TEXT}
+    assert rx.RopeSpec.from_hf_config(partial).scaling_dict["rope_theta"] == 5000.0
     # The same values written both ways (transformers 4 files say "type": "mrope"): one reading.
     same = {**cfg, "rope_scaling": {"rope_type": "default", "mrope_section": [8, 12, 12]}, "text_config": QWEN25_VL_TEXT}
     assert rx.RopeSpec.from_hf_config(same).scaling_dict["mrope_section"] == [8, 12, 12]
@@ -51,6 +54,8 @@ def test_malformed_per_layer_rope_parameters_name_the_layer_type():
     for message, params in cases.items():
         with pytest.raises(ValueError, match=message):
             rx.RopeSpec.from_hf_config({**base, "rope_parameters": params}, layer_type="full_attention")
+    with pytest.raises(ValueError, match=r"none of which the config's layer_types \(full_attention, sliding_attention\)"):
+        rx.RopeSpec.from_hf_config({**base, "rope_parameters": {"global": full, "local": full}}, layer_type="global")
     undeclared = {k: v for k, v in base.items() if k != "layer_types"}
     with pytest.raises(ValueError, match=r"full_attention.*sliding_attention=5"):
         rx.RopeSpec.from_hf_config({**undeclared, "rope_parameters": {"full_attention": full, "sliding_attention": 5}},
@@ -94,6 +99,15 @@ def test_two_rope_blocks_read_as_transformers_reads_them():
         torch.testing.assert_close(torch.cat((cos, cos), -1), want[0], rtol=0, atol=1e-6)
         torch.testing.assert_close(torch.cat((sin, sin), -1), want[1], rtol=0, atol=1e-6)
     assert TWO_BLOCKS_RULE_PROVEN_ON and all(r.count(".") == 2 for r in TWO_BLOCKS_RULE_PROVEN_ON)
+
+
+@pytest.mark.hf
+def test_a_transformers_config_object_reads_as_its_config_json():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.Qwen2VLConfig(text_config={"hidden_size": 512, "num_attention_heads": 4})
+    assert rx.RopeSpec.from_hf_config(config) == rx.RopeSpec.from_hf_config(config.to_dict())
+    with pytest.raises(ValueError, match="config must be a dict, a transformers config or a config.json path, got int"):
+        rx.RopeSpec.from_hf_config(5)
 
 
 @pytest.mark.hf
@@ -171,3 +185,55 @@ def test_every_composite_config_reads_its_decoder_from_its_text_config():
         assert (spec.head_dim, spec.rotary_dim) == (128, 128)
         with pytest.raises(ValueError, match="absolute timestamp"):
             rx.RopeSpec.from_hf_config(dict(composites)["musicflamingo"].to_dict(), part="root")
+
+
+def test_odd_values_are_clear_errors():
+    base = {"model_type": "llama", "hidden_size": 256, "num_attention_heads": 4}
+    with pytest.raises(ValueError, match="layer_type must be a string"):
+        rx.RopeSpec.from_hf_config(base, layer_type=["full_attention"])
+    with pytest.raises(ValueError, match="rope_type must be a string"):
+        rx.RopeSpec.from_hf_config({**base, "rope_scaling": {"rope_type": ["linear"], "factor": 2.0}})
+    with pytest.raises(ValueError, match="rope_theta must be a finite number"):
+        rx.RopeSpec.from_hf_config({**base, "rope_theta": 10**400})
+    # A nested config without a model_type key is known by its place, and so refused where that place is.
+    nested = {"model_type": "esmfold2", "atom_encoder": {"hidden_size": 256, "num_attention_heads": 2}}
+    with pytest.raises(ValueError, match="esmfold2.atom_encoder"):
+        rx.RopeSpec.from_hf_config(nested, part="atom_encoder")
+
+
+def test_fields_a_family_ignores_or_fills_in_itself_are_refused():
+    """Llama's rotary ignores partial_rotary_factor; Gemma's config class fills in head_dim 256
+    (not hidden_size / heads), GPT-NeoX's a partial rotary of 0.25, Higgs Audio v2's a Llama 3
+    rope block: a file that sets the first or leaves out the others is refused, naming the field
+    (`architectures.FIELD_FACTS`, proven by `rope_export.hf.fields`)."""
+    llama = {"model_type": "llama", "hidden_size": 512, "num_attention_heads": 4}
+    with pytest.raises(ValueError, match="ignores partial_rotary_factor"):
+        rx.RopeSpec.from_hf_config({**llama, "rope_parameters": {"rope_type": "default", "partial_rotary_factor": 0.5}})
+    assert rx.RopeSpec.from_hf_config({**llama, "partial_rotary_factor": 1.0}).rotary_dim == 128
+    gemma = {"model_type": "gemma", "hidden_size": 3072, "num_attention_heads": 16}
+    with pytest.raises(ValueError, match="names no head_dim"):
+        rx.RopeSpec.from_hf_config(gemma)
+    assert rx.RopeSpec.from_hf_config({**gemma, "head_dim": 256}).head_dim == 256
+    neox = {"model_type": "gpt_neox", "hidden_size": 6144, "num_attention_heads": 64}
+    with pytest.raises(ValueError, match="names no partial_rotary_factor"):
+        rx.RopeSpec.from_hf_config(neox)
+    assert rx.RopeSpec.from_hf_config({**neox, "rotary_pct": 0.25}).rotary_dim == 24
+    with pytest.raises(ValueError, match="names no rope_parameters block"):
+        rx.RopeSpec.from_hf_config({"model_type": "higgs_audio_v2", "hidden_size": 512, "num_attention_heads": 4,
+                                    "head_dim": 128, "rope_theta": 500000.0})
+
+
+@pytest.mark.hf
+def test_field_facts_are_what_the_installed_transformers_proves():
+    """Every ignored or self-filled field the probe finds on the installed release is recorded."""
+    transformers = pytest.importorskip("transformers")
+    from rope_export.architectures import FIELD_FACTS
+    from rope_export.hf.fields import field_facts
+
+    transformers.logging.set_verbosity_error()
+    found = field_facts(sorted(VERIFIED_TEXT))
+    missing = {t: {k: sorted(set(v) - set(FIELD_FACTS.get(t, {}).get(k, []))) for k, v in f.items()}
+               for t, f in found.items()}
+    missing = {t: f for t, f in missing.items() if any(f.values())}
+    assert not missing, f"run tools/hf_coverage.py --write-verified: {missing}"
+    assert len(found) >= 100, len(found)  # 158 types with a fact on transformers 5.25

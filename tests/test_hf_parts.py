@@ -297,3 +297,22 @@ def test_patch_refuses_a_complex_apply_that_rotates_differently(monkeypatch):
     with pytest.raises(ValueError, match="rotates differently"):
         rx.hf.patch(model)
     assert M.apply_rotary_emb is edited and type(model.rotary_emb).__name__ == "DeepseekV2RotaryEmbedding"
+
+
+def test_an_exporter_failure_is_one_line_naming_what_it_could_not_take(tmp_path):
+    """Mixtral's MoE router (no dense-layer switch in its config): export-hf exits 2 with one
+    line naming the op the exporter could not convert, and writes nothing."""
+    from rope_export.cli import main
+
+    config = tmp_path / "mixtral.json"
+    config.write_text(transformers.AutoConfig.for_model("mixtral").to_json_string())
+    out = tmp_path / "m.onnx"
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["export-hf", "--config", str(config), "--layers", "1", "--out", str(out), "--no-compare"]) == 2
+    line = [x for x in err.getvalue().splitlines() if "error:" in x]
+    assert len(line) == 1 and "No ONNX function found" in line[0] and "MoE router" in line[0], err.getvalue()
+    assert "\x1b[" not in err.getvalue() and not out.exists()

@@ -19,8 +19,9 @@ import warnings
 
 import transformers
 
-from rope_export.architectures import CHECKED_BY_TESTS, DEFAULT_THETA, VERIFIED_TEXT, VERIFIED_VISION, release_key
+from rope_export.architectures import CHECKED_BY_TESTS, DEFAULT_THETA, FIELD_FACTS, VERIFIED_TEXT, VERIFIED_VISION, release_key
 from rope_export.hf.coverage import coverage, format_rows, probed_types, rule_exact_types, summary
+from rope_export.hf.fields import field_facts
 from rope_export.hf.sources import modeling_module, sub_configs
 
 PROVEN = pathlib.Path(__file__).resolve().parent.parent / "rope_export" / "architectures" / "proven.py"
@@ -80,15 +81,20 @@ def write_verified(rows) -> None:
     text = merged(VERIFIED_TEXT, text_proved, probed_types(rows, "text"), release)
     vision = merged(VERIFIED_VISION, rule_exact_types(rows, "vision"), probed_types(rows, "vision"), release)
     thetas = default_thetas(set(text) | set(vision))
+    facts = {t: {k: list(v) for k, v in f.items()} for t, f in FIELD_FACTS.items()}
+    for name, found in field_facts(text_proved).items():  # facts found on any tested release, kept
+        for fact, quantities in found.items():
+            facts.setdefault(name, {}).setdefault(fact, [])
+            facts[name][fact] = sorted(set(facts[name][fact]) | set(quantities))
     source = PROVEN.read_text()
     head = source[: source.index("VERIFIED_TEXT = {")]
     PROVEN.write_text(head + _literal("VERIFIED_TEXT", text) + "\n" + _literal("VERIFIED_VISION", vision) + "\n"
-                      + _literal("DEFAULT_THETA", thetas))
+                      + _literal("DEFAULT_THETA", thetas) + "\n" + _literal("FIELD_FACTS", dict(sorted(facts.items()))))
     print(f"transformers {release}: {len(text)} text and {len(vision)} vision types in {PROVEN}", file=sys.stderr)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("model_types", nargs="*", help="default: every rotary architecture")
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--emit-verified", action="store_true",

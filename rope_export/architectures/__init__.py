@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import re
 
-from .classes import (KEEPS_FLOAT32, LAYER_COUNT_KEY, NARROWED_FIELDS, ROTARY_CLASSES, TEXT_OF, VISION_CLASSES, VISION_OF,
-                      VISION_TYPES, XY_POSITIONS)
+from .classes import (KEEPS_FLOAT32, LAYER_COUNT_KEY, NARROWED_FIELDS, NARROWING, ROTARY_CLASSES, TEXT_OF, VISION_CLASSES,
+                      VISION_ENCODER_TYPES, VISION_OF, VISION_TYPES, XY_POSITIONS)
 from .families import CHECKED_BY_TESTS, FAMILIES, Family
-from .proven import DEFAULT_THETA, VERIFIED_TEXT, VERIFIED_VISION
+from .proven import DEFAULT_THETA, FIELD_FACTS, VERIFIED_TEXT, VERIFIED_VISION
 
 __all__ = [
-    "Family", "FAMILIES", "family_of", "superseded", "release_key", "default_theta", "DEFAULT_THETA", "CHECKED_BY_TESTS", "VERIFIED_TEXT", "VERIFIED_VISION",
+    "Family", "FAMILIES", "family_of", "superseded", "release_key", "default_theta", "DEFAULT_THETA", "FIELD_FACTS", "field_facts_of", "CHECKED_BY_TESTS", "VERIFIED_TEXT", "VERIFIED_VISION",
     "INTERLEAVED_TEXT", "DEINTERLEAVING_MLA", "INTERLEAVED_MROPE", "ALTERNATING_MROPE", "ALTERNATING_2D_TEXT",
     "DEFAULT_MROPE_SECTION", "TOP_LEVEL_TEXT_ROPE", "KEY_NAMES", "HEAD_DIM_KEY", "ROTARY_FLAG", "ROTARY_USES",
-    "REFUSED_TEXT", "REFUSED_VISION", "VISION_FAMILIES", "NESTED_THETA", "LEGACY_LABELS", "CONFIG_FIXES",
+    "REFUSED_TEXT", "REFUSED_VISION", "VISION_FAMILIES", "NESTED_THETA", "LEGACY_LABELS", "ROPE_LABELS", "CONFIG_FIXES",
     "XY_POSITIONS", "ROTARY_CLASSES", "KEEPS_FLOAT32", "VISION_TYPES", "VISION_CLASSES", "TEXT_OF", "VISION_OF",
-    "LAYER_COUNT_KEY", "NARROWED_FIELDS",
+    "LAYER_COUNT_KEY", "NARROWED_FIELDS", "NARROWING", "VISION_ENCODER_TYPES",
 ]
 
 _NONE = Family()
@@ -76,6 +76,7 @@ ROTARY_FLAG = _by(lambda f: f.rotary_flag)
 ROTARY_USES = _by(lambda f: f.uses)
 NESTED_THETA = _by(lambda f: f.nested_theta)
 LEGACY_LABELS = _by(lambda f: f.legacy_labels)
+ROPE_LABELS = _by(lambda f: f.rope_labels)
 CONFIG_FIXES = _by(lambda f: f.config_fix)
 REFUSED_TEXT = _by(lambda f: f.refused)
 REFUSED_VISION = _by(lambda f: f.refused_vision, _vision_types())
@@ -89,6 +90,11 @@ def default_theta(model_type: str, kind: str = "text") -> float:
     suffix = "_vision" if kind == "vision" else "_text"
     own = model_type if kind == "text" or model_type.endswith(suffix) else ""
     return float(DEFAULT_THETA.get(own, DEFAULT_THETA.get(model_type + suffix, 10000.0)))
+
+
+def field_facts_of(model_type: str) -> dict:
+    """`proven.FIELD_FACTS` of a text type (a VLM's flat config: its "<type>_text"'s)."""
+    return FIELD_FACTS.get(model_type) or FIELD_FACTS.get(model_type + "_text") or {}
 
 
 def superseded(model_type: str, release: str) -> str:

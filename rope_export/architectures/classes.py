@@ -4,7 +4,10 @@ export-hf builds (keys are model_type values). Plain data."""
 from __future__ import annotations
 
 __all__ = ["XY_POSITIONS", "ROTARY_CLASSES", "KEEPS_FLOAT32", "VISION_TYPES", "VISION_CLASSES", "TEXT_OF", "VISION_OF",
-           "LAYER_COUNT_KEY", "NARROWED_FIELDS"]
+           "LAYER_COUNT_KEY", "NARROWED_FIELDS", "NARROWING", "VISION_ENCODER_TYPES"]
+
+# Vision encoders whose model_type does not say so ("..._vision"): a config of one is a vision part.
+VISION_ENCODER_TYPES = frozenset({"pixtral", "llama4_vision_model"})
 
 # Rotary classes whose position_ids are (x, y) = (column, row) per token (SAM 2 / SAM 3); ours
 # are (row, column): the probe feeds them flipped.
@@ -45,3 +48,9 @@ LAYER_COUNT_KEY = {t: "depth" for t in ("qwen2_vl_vision", "qwen2_5_vl_vision", 
 # blocks (the others attend within windows).
 NARROWED_FIELDS = {"qwen3_vl_vision": {"deepstack_visual_indexes": lambda layers: [0]},
                    "qwen2_5_vl_vision": {"fullatt_block_indexes": lambda layers: [layers - 1]}}
+# How export-hf narrows a model whose widths are tied together otherwise than hidden_size =
+# heads * head_dim (`hf.export`): Zamba2's shared attention lives in its hybrid blocks and runs on
+# [hidden, embeddings] (twice as wide); Llama 4 vision's pixel-shuffle projector takes
+# hidden / ratio**2 features; Pixtral's width is hidden_size; other vision encoders' attention
+# width is embed_dim (Qwen-VL: hidden_size is the merger's output).
+NARROWING = {"zamba2": "hybrid_blocks", "llama4_vision_model": "pixel_shuffle", "pixtral": "hidden_width"}

@@ -42,6 +42,8 @@ class Family:
         config_fix: fields its published checkpoints set that its default config lacks, so
             the coverage probe builds a config its own code runs (the family's decoder config,
             "<type>" and "<type>_text").
+        rope_labels: the keys its per-layer rope_parameters uses where they are not its layer
+            types (transformers' ``_rope_type_labels``).
         since: the first release whose code follows these facts; the code of older releases
             rotates otherwise (a bug fixed there), `since_note` says how.
         source: where a fact not in transformers' code comes from (a checkpoint's config.json).
@@ -61,6 +63,7 @@ class Family:
     nested_theta: str = ""
     legacy_labels: dict = dataclasses.field(default_factory=dict)
     config_fix: dict = dataclasses.field(default_factory=dict)
+    rope_labels: tuple[str, ...] = ()
     since: str = ""
     since_note: str = ""
     source: str = ""
@@ -141,7 +144,7 @@ FAMILIES: dict[str, Family] = {
     # head_dim * partial_rotary_factor (all 128).
     "minimax_m3_vl": Family(vision="thw", refused="its config's rotary_dim and its rotary disagree (its rotary rotates "
                                                   "head_dim * partial_rotary_factor, ignoring rotary_dim)"),
-    "deepseek_v4": Family(refused="it rotates the trailing rope dims of each [nope | rope] head (and the attention output "
+    "deepseek_v4": Family(rope_labels=("main", "compress"), refused="it rotates the trailing rope dims of each [nope | rope] head (and the attention output "
                                   "by minus the position); rope_export rotates the leading rotary_dim dims"),
     # XD-RoPE cuts the doubled table cat(freq, freq) into sections: with mrope_section
     # [16, 16, 16, 16] dims 0-31 follow stream 0 and their partners 64-95 stream 2.
@@ -178,6 +181,7 @@ FAMILIES: dict[str, Family] = {
                                              "video_llama_3", "llava_onevision1_5", "ovis2_5", "mlcd_vision_model")},
     **{t: Family(vision="step3") for t in ("step3p5_vision", "step3p7")},
     "kimi_k25": Family(vision="kimi"),
+    "lfm3": Family(rope_labels=("full_attention", "sliding_attention")),
     # SAM 2 video's memory attention (part="memory_attention"; the root config holds its fields).
     **{t: Family(vision="sam_memory") for t in ("sam2_video", "edgetam_video", "sam3_tracker_video")},
 }

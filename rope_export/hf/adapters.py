@@ -21,7 +21,8 @@ from ..architectures import KEEPS_FLOAT32, ROTARY_CLASSES, superseded
 from ..hf_config import layer_types_of, rotary_uses
 from ..spec import RopeSpec
 from .apply_site import ApplySite, transformers_version
-from .behaviour import call_rotary, complex_layout, device_of, max_error, probe_positions, random_qk, rotation
+from .behaviour import (call_rotary, complex_layout, device_of, max_error, probe_positions, random_qk, rotation,
+                        vision_rotation)
 from .rotary import HFRotary, LayeredRotary, make_apply, widen
 from .sources import apply_names
 
@@ -161,6 +162,35 @@ def _check_apply(name: str, module: nn.Module, adapter: HFRotary, site: ApplySit
                              "rope_export does not patch it" + (f" ({note}: upgrade transformers)" if note else ""))
 
 
+def _check_vision_apply(name: str, module: nn.Module, adapter: HFRotary, site: ApplySite, model) -> None:
+    """A vision encoder's apply function (Qwen-VL's packed one, Pixtral's, Llama 4's) against its
+    replacement on packed probe patches, each fed its own rotary's output."""
+    replacement = make_apply(site, False, adapter.fmt, adapter.apply_layouts[site.name])
+    device = device_of(module)
+    x = torch.zeros(1, device=device)
+    with torch.no_grad():
+        if adapter.kind == "llama4_vision":
+            theirs, ours = (copy.deepcopy(module)(x), None), copy.deepcopy(adapter)(x)
+        else:
+            pos = probe_positions("vision_hw").to(device)
+            theirs, ours = copy.deepcopy(module)(x, pos), copy.deepcopy(adapter)(x, pos)
+    tokens = theirs[0].shape[0]
+    q, k = (t[0].transpose(0, 1).to(device) for t in random_qk(adapter.spec.head_dim, tokens, heads=(2, 2)))
+    try:
+        got = vision_rotation(replacement, site.form, q, k, *ours)
+    except (ValueError, RuntimeError) as exc:
+        raise ValueError(f"{name}: rope_export's {site.name} cannot run the model's probe: {exc}") from None
+    for label, implementation in site.implementations(model):
+        try:
+            want = vision_rotation(implementation, site.form, q, k, *theirs)
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise ValueError(f"{name}: {label}: {type(exc).__name__}: {exc}; rope_export does not patch it") from None
+        err = max_error(want, got)
+        if not err <= APPLY_TOLERANCE:
+            raise ValueError(f"{name}: {label} rotates differently from rope_export's (max |diff| {err:.3g}); "
+                             "rope_export does not patch it")
+
+
 def build_adapter(name: str, module: nn.Module, kind_functions, model: nn.Module | None = None,
                   config=None) -> HFRotary | LayeredRotary:
     """The replacement for one rotary module, checked against the module itself (for each of
@@ -210,9 +240,8 @@ def _build(name: str, module: nn.Module, source: nn.Module, config, kind_functio
                       stacklevel=3)
     else:
         _check_same_outputs(name, module, adapter)
-    if cls not in ROTARY_CLASSES:
-        for site in sites:
-            _check_apply(name, module, adapter, site, model)
+    for site in sites:
+        (_check_apply if cls not in ROTARY_CLASSES else _check_vision_apply)(name, module, adapter, site, model)
     return adapter
 
 

@@ -127,17 +127,19 @@ class ApplySite:
 
     def implementations(self, model: nn.Module | None = None) -> list[tuple[str, object]]:
         """(label, callable) for what the model really runs through this site: the model's own
-        object, and each copy in an attention's ``_kernel_funcs`` that ``kernelize`` pointed at
-        another forward (a hub kernel)."""
+        object, and each copy of it in an attention's ``_kernel_funcs`` that runs anything but
+        the plain function: ``kernelize`` pointed its forward at a hub kernel, or something put
+        another object, a hook or another class there."""
         original = self.original
         out = [(self.label, original)]
         if model is not None and isinstance(original, nn.Module):
             for path, module in model.named_modules():
                 # kernels keys each copy by the function's __name__, else its layer name ("rotary_pos_emb")
                 for key, copy_ in (getattr(module, "__dict__", {}).get("_kernel_funcs") or {}).items():
-                    if type(copy_) is type(original) and "forward" in vars(copy_):
-                        out.append((f"{path or '<model>'}._kernel_funcs[{key!r}] (kernelized: "
-                                    f"{vars(copy_).get('_kernel_repo', 'a hub kernel')})", copy_))
+                    if not _pristine(copy_, original):
+                        repo = vars(copy_).get("_kernel_repo", "") if hasattr(copy_, "__dict__") else ""
+                        out.append((f"{path or '<model>'}._kernel_funcs[{key!r}]" + (f" (kernelized: {repo})" if repo else ""),
+                                    copy_))
         return out
 
     # ------------------------------------------------------------------ swapping
@@ -177,6 +179,13 @@ class ApplySite:
         for module, attr in instance:
             _set(module, attr, shared.replacement)
         return SwapHandle(self, shared, instance)
+
+
+def _pristine(copy_, original) -> bool:
+    """A per-attention copy that runs exactly what ``original`` runs: same class, no forward of
+    its own, no hooks."""
+    return (type(copy_) is type(original) and isinstance(copy_, nn.Module) and "forward" not in vars(copy_)
+            and not copy_._forward_hooks and not copy_._forward_pre_hooks)
 
 
 @dataclasses.dataclass
@@ -242,10 +251,18 @@ class SwapHandle:
         if not self.active:
             return
         for module, attr in self._instance:
-            _set(module, attr, self._shared.original)
+            current = module._modules.get(attr) if attr in module._modules else vars(module).get(attr)
+            if current is self._shared.replacement or isinstance(current, _AsModule):
+                _set(module, attr, self._shared.original)
         self._shared.users -= 1
         if self._shared.users == 0:
-            for holder, attr in self._shared.holders:
-                setattr(holder, attr, self._shared.original)
+            shared = self._shared
+            # Every holder the swap wrote to, and any module imported while it was in force that
+            # took the replacement under the same name; a holder someone else changed since keeps theirs.
+            late = [(m, self.site.name) for m in list(sys.modules.values())
+                    if getattr(m, "__dict__", None) is not None and m.__dict__.get(self.site.name) is shared.replacement]
+            for holder, attr in dict.fromkeys(shared.holders + late):
+                if getattr(holder, attr, None) is shared.replacement:
+                    setattr(holder, attr, shared.original)
             _ACTIVE.pop((self.site.module, self.site.name), None)
         self.active = False

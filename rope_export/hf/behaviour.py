@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["PROBE_STEPS", "probe_positions", "call_rotary", "rotation", "complex_layout", "random_qk", "device_of",
-           "max_error"]
+__all__ = ["PROBE_STEPS", "probe_positions", "call_rotary", "rotation", "vision_rotation", "complex_layout", "random_qk",
+           "device_of", "max_error"]
 
 # Positions every check runs: short contexts, a long one, and (given the trained length) its
 # last position and past twice it, where length rules switch.
@@ -148,6 +148,23 @@ def rotation(fn, form: str, q, k, a, b, rotary_dim: int | None = None):
         raise ValueError(f"it takes neither the whole head nor its first {width} dims "
                          f"({type(exc).__name__}: {str(exc)[:120]})") from None
     return torch.cat((q_rot, q[..., width:]), dim=-1), torch.cat((k_rot, k[..., width:]), dim=-1)
+
+
+def vision_rotation(fn, form: str, q, k, a, b=None):
+    """The rotation of packed patches q, k ``[N, H, D]`` by a vision apply function, given what
+    its rotary returned (``a``, ``b``: cos/sin ``[N, D]``; Llama 4: a complex ``[N, 1, P]`` table
+    and ``b`` None, or rope_export's (cos, sin) pair), results ``[N, H, D]``. Forms: "packed"
+    (Qwen-VL: ``fn(q, k, cos, sin)`` on ``[N, H, D]``), "qk" (Pixtral: ``[1, H, N, D]`` with
+    ``unsqueeze_dim=0``), "llama4_vision" (``[1, N, H, D]``, the table or pair as one argument)."""
+    with torch.no_grad():
+        if form == "packed":
+            return tuple(fn(q, k, a, b))
+        if form == "qk":
+            out = fn(q.transpose(0, 1)[None], k.transpose(0, 1)[None], a, b, unsqueeze_dim=0)
+            return tuple(t[0].transpose(0, 1) for t in out)
+        if form == "llama4_vision":
+            return tuple(t[0] for t in fn(q[None], k[None], a if b is None else (a, b)))
+    raise ValueError(f"no vision rotation for apply form {form!r}")
 
 
 def max_error(want, got) -> float:

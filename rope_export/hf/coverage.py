@@ -147,6 +147,6 @@ def format_rows(rows: list[Row]) -> str:
     """A Markdown table, one line per row."""
     lines = ["| model_type | part | layer type | rotary class | status | detail |", "|---|---|---|---|---|---|"]
     for r in rows:
-        detail = r.detail.replace("|", "/").replace("\n", " ")[:160]
+        detail = r.detail.replace("|", "/").replace("\n", " ")[:400]
         lines.append(f"| {r.model_type} | {r.part} | {r.layer_type or ''} | {r.rotary_class} | {r.status} | {detail} |")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ import dataclasses
 import importlib
 import json
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -23,7 +24,8 @@ import torch
 from torch import nn
 
 from .._util import atomic_write, check_output_path, error_line, quiet_exporter, silent_fds
-from ..architectures import LAYER_COUNT_KEY, NARROWED_FIELDS, TEXT_OF, VERIFIED_TEXT, VISION_CLASSES, VISION_OF, VISION_TYPES
+from ..architectures import (LAYER_COUNT_KEY, NARROWED_FIELDS, NARROWING, TEXT_OF, VERIFIED_TEXT, VISION_CLASSES, VISION_OF,
+                             VISION_TYPES)
 from ..export.forms import FUSED_OPSET
 from ..hf_config import head_dim_of, load_config, select_part
 from ..validate.compare import compare
@@ -84,7 +86,7 @@ def _narrow(cfg: dict, part: str, layers: int) -> dict:
             cfg["mlp_only_layers"] = list(range(layers))  # Qwen2/3-MoE, Qwen3-Next
         if "first_k_dense_replace" in cfg:
             cfg["first_k_dense_replace"] = layers  # DeepSeek, GLM-4.5, ...
-        if cfg.get("model_type") == "zamba2":  # its shared attention (and so its rotary) is in the hybrid blocks
+        if NARROWING.get(cfg.get("model_type")) == "hybrid_blocks":  # Zamba2: its rotary is in the hybrid blocks
             cfg.update(layers_block_type=["hybrid"] * layers, hybrid_layer_ids=list(range(layers)),
                        # its attention runs on [hidden, embeddings], twice as wide: its head is 2 * hidden / heads
                        hidden_size=new_heads * int(cfg.get("attention_head_dim") or 2 * head_dim) // 2)
@@ -99,12 +101,12 @@ def _narrow(cfg: dict, part: str, layers: int) -> dict:
     new_heads = min(heads, 2)
     new_width = new_heads * head_dim
     model_type = cfg.get("model_type")
-    if model_type == "llama4_vision_model":
-        # The pixel-shuffle projector takes hidden / ratio**2 features.
+    rule = NARROWING.get(model_type)
+    if rule == "pixel_shuffle":  # the projector takes hidden / ratio**2 features
         ratio = float(cfg.get("pixel_shuffle_ratio", 0.5))
         cfg.update(hidden_size=new_width, num_attention_heads=new_heads, intermediate_size=int(new_width / ratio**2),
                    vision_output_dim=new_width, projector_input_dim=new_width, projector_output_dim=new_width)
-    elif model_type == "pixtral":
+    elif rule == "hidden_width":
         cfg.update(hidden_size=new_width, num_attention_heads=new_heads, intermediate_size=2 * new_width)
     else:  # Qwen vision: embed_dim is the attention width, hidden_size the merger's output
         cfg.update(embed_dim=new_width, num_heads=new_heads, hidden_size=new_width, intermediate_size=2 * new_width,
@@ -197,6 +199,23 @@ def _export_bytes(wrapper, args, names, axes, *, exporter: str, opset: int) -> b
             return f.read()
 
 
+# What an exporter failure in an otherwise patched model usually means.
+_EXPORT_HINT = {"moe": "; this is the model's MoE router (grouped_mm / histc), which neither torch exporter takes and "
+                       "export-hf can narrow away only where the config has a dense-layer switch"}
+
+
+def _exporter_reason(exc: BaseException) -> str:
+    """The line of an exporter's (multi-line, coloured) message that names what it could not take."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    telling = next((line for line in lines if re.search(r"No ONNX function|[Uu]nsupported|not supported", line)), None)
+    return f"{type(exc).__name__}: {telling}" if telling else error_line(exc)
+
+
+def _failure_kind(exc: BaseException) -> str:
+    text = str(exc)
+    return "moe" if any(w in text for w in ("grouped_mm", "histc", "experts", "router")) else ""
+
+
 @dataclasses.dataclass
 class HFExportReport:
     path: str
@@ -256,7 +275,12 @@ def export_hf(config, out, *, part: str = "text", layers: int = 2, exporter: str
     wrapper, args, names, axes = example_inputs(model, seed=seed)
     say(f"exporting {type(model).__name__} (patched, {exporter})")
     with patch(model, fused=fused) as patched:
-        data = export_bytes(wrapper, args, names, axes, exporter=exporter, opset=opset, fused=fused)
+        try:
+            data = export_bytes(wrapper, args, names, axes, exporter=exporter, opset=opset, fused=fused)
+        except Exception as exc:  # noqa: BLE001 - the exporter's own failure, in one line, with what it usually means
+            raise RuntimeError(f"the {exporter} exporter failed on the patched {type(model).__name__} (the rotary was "
+                               f"patched: {', '.join(n for n, _, _ in patched.replaced)}): {_exporter_reason(exc)[:300]}"
+                               + _EXPORT_HINT.get(_failure_kind(exc), "")) from None
         replaced = patched.replaced
     proto = onnx.load_from_string(data)
     ops = [n.op_type for n in proto.graph.node]

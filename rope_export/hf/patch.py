@@ -40,7 +40,10 @@ Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE. Anything else is refused with the 
 from __future__ import annotations
 
 import copy
+import warnings
+import weakref
 
+import torch
 from torch import nn
 
 from .adapters import build_adapter, rotary_kind
@@ -62,6 +65,10 @@ class Patch:
     def __init__(self, model: nn.Module, replaced, modules, swaps):
         self.model, self.replaced = model, replaced
         self._modules, self._swaps, self.active = modules, swaps, True
+        self._placement = _placement(model)
+        # A patched model dropped without unpatch still gives its share of the swapped
+        # functions back when it is collected (the callback holds the handles, not the model).
+        self._finalizer = weakref.finalize(model, _release, list(swaps))
 
     def __enter__(self):
         return self
@@ -73,7 +80,8 @@ class Patch:
         memo[id(self)] = twin
         twin.model, twin.replaced = copy.deepcopy(self.model, memo), copy.deepcopy(self.replaced, memo)
         twin._modules, twin._swaps = copy.deepcopy(self._modules, memo), copy.deepcopy(self._swaps, memo)
-        twin.active = self.active
+        twin.active, twin._placement = self.active, self._placement
+        twin._finalizer = weakref.finalize(twin.model, _release, list(twin._swaps))
         return twin
 
     def __exit__(self, *exc):
@@ -83,16 +91,32 @@ class Patch:
     def unpatch(self) -> None:
         if not self.active:
             return
+        now = _placement(self.model)
         for parent, name, original in self._modules:
+            if now != self._placement:
+                # The model was moved or cast while patched (its original rotary was not in it then):
+                # the original follows, as it would have.
+                original.to(device=now[0], dtype=now[1])
             setattr(parent, name, original)
-        for handle in self._swaps:
-            handle.restore()
+        self._finalizer.detach()
+        _release(self._swaps)
         self.model.__dict__.pop("_rope_export_patch", None)
         self.active = False
 
     def __repr__(self) -> str:
         rows = ", ".join(f"{name} ({cls})" for name, cls, _ in self.replaced)
         return f"<rope_export patch of {type(self.model).__name__}: {rows}>"
+
+
+def _release(handles) -> None:
+    for handle in handles:
+        handle.restore()
+
+
+def _placement(model: nn.Module):
+    """(device, dtype) of the model's floating parameters, when they share one; else None."""
+    found = {(p.device, p.dtype) for p in model.parameters() if p.is_floating_point()}
+    return next(iter(found)) if len(found) == 1 else None
 
 
 def patch(model: nn.Module, *, fused: bool = True) -> Patch:
@@ -119,6 +143,16 @@ def patch(model: nn.Module, *, fused: bool = True) -> Patch:
     if "Rotary" in type(model).__name__:
         raise ValueError(f"{type(model).__name__} is a rotary module: patch the model that holds it (the patch "
                          "replaces the module inside its parent)")
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        raise ValueError(f"{type(model).__name__} has tensors on the meta device (no values): load or materialise its "
+                         "weights before patching (the patch runs its rotary on probe positions)")
+    half = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()
+                   if p.is_floating_point() and p.dtype != torch.float32})
+    if half:
+        warnings.warn(f"{type(model).__name__} runs in {', '.join(half)}: rope_export rotates in float32 and rounds "
+                      "once, transformers rounds cos/sin and each product, so outputs differ by about one unit of the "
+                      "last place of that dtype; while the patch is in force, so do those of every unpatched model of "
+                      "this architecture in the process (they share the swapped apply functions)", stacklevel=2)
     found, unsupported = [], []
     for name, module in model.named_modules():
         cls = type(module).__name__

@@ -20,7 +20,7 @@ from ..positions import patch_grid_positions
 from ..spec import RopeSpec
 from ..validate.compare import TOLERANCES, compare
 from .apply_site import ApplySite, transformers_version
-from .behaviour import call_rotary, probe_positions, random_qk, rotation
+from .behaviour import call_rotary, probe_positions, random_qk, rotation, vision_rotation
 from .sources import apply_names, configs_for, modeling_module, rotary_classes, sub_configs
 
 __all__ = ["Row", "modeling_module", "rotary_classes", "sub_configs", "probe_config"]
@@ -98,11 +98,13 @@ def _head_width(cfg, spec: RopeSpec | None) -> int:
     return spec.head_dim if spec is not None else head_dim_of(cfg.to_dict())
 
 
-def probe_config(root) -> list[Row]:
-    """The coverage rows of one transformers config object (its model type's rotary classes)."""
+def probe_config(root, data: dict | None = None) -> list[Row]:
+    """The coverage rows of one transformers config object (its model type's rotary classes);
+    ``data``: the config.json the spec is read from (default: the object's own ``to_dict()``,
+    as transformers saves it; `fields` passes the trimmed file the object was built from)."""
     model_type = root.model_type
     _, module = modeling_module(model_type)
-    data = root.to_dict()  # the config.json a user would pass
+    data = root.to_dict() if data is None else {**data, "model_type": model_type}
     rows = []
     for rotary_cls in rotary_classes(module):
         # [] when built from a config this model type does not hold
@@ -115,7 +117,10 @@ def _probe_rows(model_type, data, attr, cfg, rotary_cls, module) -> list[Row]:
     part = _part(attr, cfg, rotary_cls)
     takes_layer = "layer_type" in inspect.signature(rotary_cls.forward).parameters
     # Rows per layer type, or per use of a rotary applied two ways (DeepSeek V3.2: attention, indexer)
-    layer_types = layer_types_of(_part_dict(cfg.to_dict(), part)) if takes_layer else list(rotary_uses(data, part))
+    try:
+        layer_types = layer_types_of(_part_dict(cfg.to_dict(), part)) if takes_layer else list(rotary_uses(data, part))
+    except ValueError as exc:  # a per-layer block the reading refuses: one refused row says why
+        return [Row(model_type, part, None, rotary_cls.__name__, "refused", f"ValueError: {exc}", rule="refused")]
     try:
         kind, sub, _ = select_part(data, part)
         config_type = f"{kind}:{verification_key(data, part, sub) or ''}"
@@ -229,15 +234,14 @@ def _probe_vision(row: Row, data: dict, cfg, rotary_cls, module, part: str = "vi
         width = _head_width(cfg, spec)
         g = torch.Generator().manual_seed(0)
         q, k = torch.randn(len(steps), 2, width, generator=g), torch.randn(len(steps), 2, width, generator=g)
-        with torch.no_grad():
-            apply_2d = getattr(module, "apply_rotary_pos_emb_2d", getattr(module, "apply_rotary_pos_emb_2d_self_attn", None))
-            if apply_2d is not None:  # SAM (EdgeTAM: its self-attention's): q/k [..., N, D], cos/sin [1, N, D]
+        apply_2d = getattr(module, "apply_rotary_pos_emb_2d", getattr(module, "apply_rotary_pos_emb_2d_self_attn", None))
+        if apply_2d is not None:  # SAM (EdgeTAM: its self-attention's): q/k [1, H, N, D], cos/sin [1, N, D]
+            with torch.no_grad():
                 want = tuple(t[0].transpose(0, 1) for t in apply_2d(q.transpose(0, 1)[None], k.transpose(0, 1)[None], cos, sin))
-            elif hasattr(module, "apply_rotary_pos_emb_vision"):
-                want = module.apply_rotary_pos_emb_vision(q, k, cos, sin)
-            else:
-                want = tuple(t[0].transpose(0, 1) for t in module.apply_rotary_pos_emb(
-                    q.transpose(0, 1)[None], k.transpose(0, 1)[None], cos, sin, unsqueeze_dim=0))
+        else:
+            name = "apply_rotary_pos_emb_vision" if hasattr(module, "apply_rotary_pos_emb_vision") else "apply_rotary_pos_emb"
+            site = ApplySite(module.__name__, name)
+            want = vision_rotation(site.original, site.form, q, k, cos, sin)
     except Exception as exc:  # noqa: BLE001
         row.detail = f"vision rotary: {type(exc).__name__}: {exc}"[:200]
         return _refused_or(row, spec_error)
@@ -254,15 +258,14 @@ def _probe_fixed_grid(row: Row, spec, spec_error: str, cfg, rotary_cls, module) 
         grid = int(cfg.image_size) // int(cfg.patch_size)
         width = _head_width(cfg, spec)
         g = torch.Generator().manual_seed(0)
-        q, k = (torch.randn(1, freqs.shape[0], 2, width, generator=g) for _ in range(2))
-        with torch.no_grad():
-            want = module.vision_apply_rotary_emb(q, k, freqs)
+        q, k = (torch.randn(freqs.shape[0], 2, width, generator=g) for _ in range(2))
+        site = ApplySite(module.__name__, "vision_apply_rotary_emb")
+        want = vision_rotation(site.original, site.form, q, k, freqs)
     except Exception as exc:  # noqa: BLE001
         row.detail = f"vision rotary: {type(exc).__name__}: {exc}"[:200]
         return _refused_or(row, spec_error)
-    swap = lambda t: t.transpose(1, 2)  # noqa: E731 - [B, S, H, D] <-> our [B, H, S, D]
     return _judge(row, spec, spec_error, q, k, patch_grid_positions(grid, grid, offset=1, cls_token="last"), want,
-                  view=swap, unview=swap)
+                  view=lambda t: t.transpose(0, 1)[None], unview=lambda t: t[0].transpose(0, 1))
 
 
 def _judge(row: Row, spec: RopeSpec | None, spec_error: str, q, k, positions, want, view=None, unview=None) -> Row:
