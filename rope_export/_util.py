@@ -18,7 +18,7 @@ import warnings
 
 __all__ = ["DTYPE_NAMES", "FORM_NAMES", "DEFAULT_PROVIDERS", "torch_dtype", "InputError", "atomic_write", "check_output_path", "PipeSafeStdout",
            "stderr_progress", "clear_progress",
-           "quiet_exporter", "silent_fds", "error_line"]
+           "quiet_exporter", "silent_fds", "error_line", "printable", "same_file"]
 
 # Activation dtypes of q/k and of exported graphs (angles, sin and cos are float32 in every case).
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
@@ -59,6 +59,19 @@ def check_output_path(path: str | os.PathLike) -> str:
     if not os.access(directory, os.W_OK):
         raise OSError(f"output directory is not writable: {directory}")
     return target
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file: the same resolved path (through symlinks), or, both
+    existing, the same device and inode (hard links, bind mounts)."""
+    a, b = os.fspath(a), os.fspath(b)
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
@@ -167,6 +180,12 @@ def silent_fds():
         os.dup2(saved[0], 1), os.dup2(saved[1], 2)
         for fd in (*saved, null):
             os.close(fd)
+
+
+def printable(text: str) -> str:
+    """Text from a file or a user (a path, a name, a message quoting them) with every control
+    character escaped: a crafted file name cannot drive the terminal (``\r\x1b[2K``)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
 
 
 def error_line(exc: BaseException) -> str:

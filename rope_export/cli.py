@@ -11,7 +11,7 @@ import os
 import re
 import sys
 
-from ._util import DEFAULT_PROVIDERS, PipeSafeStdout
+from ._util import DEFAULT_PROVIDERS, PipeSafeStdout, printable
 from .cli_parser import DEFAULT_PRESET, build_parser
 
 
@@ -55,11 +55,14 @@ def cmd_presets(args) -> int:
 def cmd_export(args) -> int:
     from .export import export_onnx, read_graph
 
+    if args.table_length is not None and args.form not in ("table", "auto"):
+        raise UsageError(f"--table-length applies to --form table, not --form {args.form}")
     spec = _spec_from_args(args)
     path = export_onnx(spec, args.out, opset=args.opset, form=args.form, dtype=args.dtype,
-                       num_q_heads=args.num_q_heads, num_kv_heads=args.num_kv_heads, table_length=args.table_length)
+                       num_q_heads=args.num_q_heads, num_kv_heads=args.num_kv_heads, table_length=args.table_length,
+                       force=args.force)
     info = read_graph(path)
-    print(f"wrote {path}: {spec.describe()} (opset {args.opset}, form {info.form}"
+    print(f"wrote {printable(path)}: {spec.describe()} (opset {args.opset}, form {info.form}"
           f"{' chosen by auto' if args.form == 'auto' else ''}, {args.dtype})")
     print(info.histogram())
     if args.validate:
@@ -79,25 +82,20 @@ def cmd_inspect(args) -> int:
                           "outputs": {n: t.describe() for n, t in info.outputs.items()}, "ops": dict(info.ops),
                           "metadata": info.metadata}, indent=1))
         return 0
-    print(f"file: {_printable(info.path)}")
+    print(f"file: {printable(info.path)}")
     print(f"opsets: {', '.join(f'{domain} {version}' for domain, version in info.opsets.items())}")
     if info.spec is not None:
-        print(f"spec: {_printable(info.spec.describe())}")
-        print(f"form: {_printable(info.form)}  dtype: {_printable(info.dtype)}  rope_export {_printable(str(info.version))}")
+        print(f"spec: {printable(info.spec.describe())}")
+        print(f"form: {printable(info.form)}  dtype: {printable(info.dtype)}  rope_export {printable(str(info.version))}")
         if args.verbose:
             print(json.dumps(info.spec.to_dict(), indent=2))
     else:
         print("spec: (no rope_export metadata)")
     for kind, values in (("input", info.inputs), ("output", info.outputs)):
         for name, tensor in values.items():
-            print(f"{kind}: {_printable(name)} {tensor.describe()}")
+            print(f"{kind}: {printable(name)} {tensor.describe()}")
     print(info.histogram())
     return 0
-
-
-def _printable(text: str) -> str:
-    """Text from a file, with control characters escaped (a crafted name cannot drive the terminal)."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def cmd_validate(args) -> int:
@@ -105,21 +103,21 @@ def cmd_validate(args) -> int:
     providers = [p.strip() for p in args.providers.split(",") if p.strip()]
     tolerances = {k: v for k, v in (("rtol", args.rtol), ("atol", args.atol)) if v is not None}
     return _validate(args.onnx, spec, providers=providers, seed=args.seed, allow_missing=args.allow_missing,
-                     tolerances=tolerances or None, engine=args.engine, json_path=args.json)
+                     tolerances=tolerances or None, engine=args.engine, json_path=args.json, case_timeout=args.case_timeout)
 
 
 def _validate(path, spec, *, providers, seed=None, allow_missing=False, tolerances=None, engine=None,
-              json_path=None) -> int:
+              json_path=None, case_timeout=60.0) -> int:
     from ._util import atomic_write, clear_progress, stderr_progress
     from .validate import validate
 
     report = validate(path, spec, providers=providers, seed=seed, allow_missing=allow_missing, tolerances=tolerances,
-                      progress=stderr_progress, engine=engine)
+                      progress=stderr_progress, engine=engine, case_timeout=case_timeout)
     clear_progress()
     print(report.table())
     if json_path:
         atomic_write(json_path, report.to_json().encode("utf-8"))
-        print(f"report: {json_path}")
+        print(f"report: {printable(json_path)}")
     return 0 if report.passed else 1
 
 
@@ -148,7 +146,7 @@ def cmd_build_engine(args) -> int:
     profile = Profile(batch=tuple(args.batch), sequence=tuple(args.sequence))
     build = build_engine(args.onnx, args.out, profile=profile, plugin=args.plugin, timing_cache=args.timing_cache,
                          compute_capability=args.compute_capability)
-    print(f"wrote {args.out}: {build.tensorrt}, target {build.target}, {build.rotary_layers} ROTARY_EMBEDDING layers")
+    print(f"wrote {printable(args.out)}: {build.tensorrt}, target {build.target}, {build.rotary_layers} ROTARY_EMBEDDING layers")
     return 0
 
 
@@ -172,8 +170,8 @@ def cmd_export_hf(args) -> int:
         from .presets import preset_info
 
         config = preset_info(args.preset)["config"]
-    elif not os.path.isfile(args.config):
-        raise UsageError(f"no such file: {args.config}")
+    elif not os.path.isfile(args.config) and not os.path.isfile(os.path.join(args.config, "config.json")):
+        raise UsageError(f"no such file: {args.config}" + (" (a folder without config.json)" if os.path.isdir(args.config) else ""))
     else:
         config = args.config
     try:
@@ -186,7 +184,7 @@ def cmd_export_hf(args) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
-        print(report.summary())
+        print("\n".join(printable(line) for line in report.summary().splitlines()))
     return 0 if report.passed else 1
 
 
@@ -194,7 +192,7 @@ def cmd_plot(args) -> int:
     from .plot import plot_spec
 
     spec = _spec_from_args(args)
-    print(f"wrote {plot_spec(spec, args.out, title=spec.describe())}")
+    print(f"wrote {printable(plot_spec(spec, args.out, title=spec.describe()))}")
     return 0
 
 
@@ -217,10 +215,10 @@ def cmd_bench(args) -> int:
         atomic_write(args.json, json.dumps(rows_to_json(rows + sweep, device=device, cpus=os.cpu_count(), threads=threads,
                                                         torch=torch.__version__, dtype=args.dtype,
                                                         date=datetime.date.today().isoformat()), indent=1).encode())
-        print(f"results: {args.json}")
+        print(f"results: {printable(args.json)}")
     if args.plot:
         where = f"{device}, {threads} threads; onnxruntime rows: CPU provider"
-        print(f"plot: {plot_scaling(sweep, args.plot, title=f'{args.preset}: rotary of q and k, {args.dtype} ({where})')}")
+        print(f"plot: {printable(plot_scaling(sweep, args.plot, title=f'{args.preset}: rotary of q and k, {args.dtype} ({where})'))}")
     return 0
 
 
@@ -237,6 +235,84 @@ def _cli_words(message: str) -> str:
     return _KEYWORDS.sub(option, message)
 
 
+# Per command: the options (or positionals) it reads and those it writes. No command writes
+# over one of its own inputs, whatever the path says (symlinks, hard links, "./x").
+_FILES = {"export": (("hf_config",), ("out",)), "validate": (("onnx", "engine", "hf_config"), ("json",)),
+          "build-engine": (("onnx",), ("out",)), "export-hf": (("config",), ("out",)), "plot": (("hf_config",), ("out",)),
+          "bench": ((), ("json", "plot"))}
+
+
+def _inputs(args, reads) -> list[str]:
+    """Every file the command reads: the named ones, a config folder's config.json, a preset's
+    file, and the external-data files of an ONNX graph it reads."""
+    out = []
+    for name in reads:
+        value = getattr(args, name, None)
+        if not value:
+            continue
+        out.append(value)
+        if name in ("hf_config", "config") and os.path.isdir(value):
+            out.append(os.path.join(value, "config.json"))
+        if name == "onnx" and os.path.isfile(value):
+            out.extend(_external_data_files(value))
+    preset = getattr(args, "preset", None)
+    if preset:
+        from .presets import preset_path
+
+        path = preset_path(preset)
+        if path:
+            out.append(path)
+    return out
+
+
+def _is_a_standard_stream(path: str) -> bool:
+    try:
+        target = os.stat(path)
+    except OSError:
+        return False
+    for fd in (1, 2):
+        try:
+            stream = os.fstat(fd)
+        except OSError:
+            continue
+        if (stream.st_dev, stream.st_ino) == (target.st_dev, target.st_ino):
+            return True
+    return False
+
+
+def _external_data_files(path: str) -> list[str]:
+    try:
+        import onnx
+        from onnx.external_data_helper import uses_external_data
+
+        model = onnx.load(path, load_external_data=False)
+    except Exception:  # noqa: BLE001 - not ONNX: the command says so itself
+        return []
+    base = os.path.dirname(os.path.abspath(path))
+    return sorted({os.path.join(base, dict((e.key, e.value) for e in t.external_data).get("location", ""))
+                   for t in model.graph.initializer if uses_external_data(t)})
+
+
+def _refuse_overwriting_inputs(args) -> None:
+    from ._util import check_output_path, same_file
+
+    reads, writes = _FILES.get(args.command, ((), ()))
+    inputs = _inputs(args, reads)
+    outputs = [(name, getattr(args, name, None)) for name in writes]
+    for name, out in outputs:
+        if out:
+            check_output_path(out)  # before the work, not after it (a pipe, a folder, no directory)
+            if _is_a_standard_stream(out):
+                raise UsageError(f"--{name} {out} is where this command prints: give it a file of its own")
+    for name, out in outputs:
+        for src in inputs:
+            if out and src and same_file(out, src):
+                raise UsageError(f"--{name} {out} is the file this command reads ({src}): refusing to write over it")
+    written = [o for _, o in outputs if o]
+    if len(written) == 2 and same_file(*written):
+        raise UsageError(f"--{writes[0]} and --{writes[1]} name the same file ({written[0]})")
+
+
 COMMANDS = {"presets": cmd_presets, "export": cmd_export, "validate": cmd_validate, "build-engine": cmd_build_engine,
             "check-trt": cmd_check_trt,
             "bench": cmd_bench, "export-hf": cmd_export_hf, "plot": cmd_plot, "inspect": cmd_inspect}
@@ -248,14 +324,18 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("rope-export: interrupted", file=sys.stderr)
         return 130
+    for stream in (sys.stdout, sys.stderr):  # a name the terminal's encoding cannot show is escaped, never fatal
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     guard = sys.stdout = PipeSafeStdout(sys.stdout) if not isinstance(sys.stdout, PipeSafeStdout) else sys.stdout
     try:
+        _refuse_overwriting_inputs(args)
         return COMMANDS[args.command](args)  # a closed pipe drops the output, never the exit status
     except KeyboardInterrupt:
         print(f"rope-export {args.command}: interrupted", file=sys.stderr)
         return 130
     except (UsageError, ValueError, OSError, RuntimeError) as exc:
-        print(f"rope-export {args.command}: error: {_cli_words(str(exc))}", file=sys.stderr)
+        print(f"rope-export {args.command}: error: {printable(_cli_words(str(exc)))}", file=sys.stderr)
         return 2
     finally:
         guard.flush()

@@ -38,6 +38,28 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63), got {value}")
+    return value
+
+
+def _seconds(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds (a number, or 'none'), got {text!r}") from None
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"expected seconds in (0, 1e6), got {text!r}")
+    return value
+
+
 def _shape(text: str) -> tuple[str, int, int]:
     parts = text.split(":")
     if len(parts) != 3 or not parts[0]:
@@ -83,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=_positive_int, default=23, help="ONNX opset (17..; fused, table and plugin need 23)")
     p.add_argument("--form", default="auto", choices=FORM_NAMES, help="graph form (README: Forms)")
     p.add_argument("--table-length", type=_positive_int, help="form table: rows of the cos/sin table (default max_position_embeddings)")
+    p.add_argument("--force", action="store_true", help="form table: write a table larger than the cap (the size is in the error)")
     p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="q/k dtype (angles stay float32)")
     p.add_argument("--num-q-heads", type=_positive_int, default=4, help="query heads in the graph")
     p.add_argument("--num-kv-heads", type=_positive_int, default=2, help="key heads in the graph")
@@ -94,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--providers", default=",".join(DEFAULT_PROVIDERS), help="comma list: tensorrt,cuda,cpu")
     p.add_argument("--allow-missing", action="store_true", help="an unavailable provider is reported, not failed")
     p.add_argument("--engine", help="also run this TensorRT engine (rope-export build-engine) and compare it")
-    p.add_argument("--seed", type=int, help="fixed input seed (default: fresh each run, printed)")
+    p.add_argument("--seed", type=_seed, help="fixed input seed (default: fresh each run, printed)")
+    p.add_argument("--case-timeout", type=_seconds, default=60.0,
+                   help="seconds one case may run on a runtime before it is stopped and FAILS ('none': no limit)")
     p.add_argument("--json", help="write the full report here")
     p.add_argument("--rtol", type=float, help="override the dtype's relative tolerance (README: Validate)")
     p.add_argument("--atol", type=float, help="override the dtype's absolute tolerance")
@@ -145,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fused", action="store_true", help="plain elementwise rotary (opsets below 23)")
     p.add_argument("--full-width", action="store_true", help="keep the config's widths (default: at most 4 heads, vocab 512)")
     p.add_argument("--no-compare", action="store_true", help="skip exporting the unpatched model for the node count")
-    p.add_argument("--seed", type=int, default=0, help="weights and inputs seed")
+    p.add_argument("--seed", type=_seed, default=0, help="weights and inputs seed")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = command("plot", help="draw a spec: axes of the pairs, their speeds, the dims they touch")

@@ -46,6 +46,8 @@ def load_config(cfg: Mapping[str, Any] | str | os.PathLike) -> dict:
             data = json.load(fh)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"config: {path!r} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"config: {path!r} nests its JSON too deeply to be a config.json") from None
     if not isinstance(data, dict):
         raise ValueError(f"config: {path!r} must hold a JSON object")
     if "rope_export_preset" in data or ("config" in data and "source" in data and isinstance(data["config"], dict)):

@@ -17,7 +17,7 @@ from .architectures import (ALTERNATING_2D_TEXT, field_facts_of, ALTERNATING_MRO
                             VISION_FAMILIES)
 from .axes import alternating_axes, axial_axes, mrope_axes
 from .config_file import PART_ALIASES, layer_types_of, load_config, select_part
-from .rope_fields import ROPE_TYPE_NAMES, check_top_level_rope, head_dim_of, layer_params, rope_params
+from .rope_fields import ROPE_TYPE_NAMES, bounded_dim, check_top_level_rope, head_dim_of, layer_params, rope_params
 from .values import positive_int
 
 __all__ = ["load_config", "select_part", "spec_fields", "verification_key", "head_dim_of", "layer_types_of", "rotary_uses",
@@ -151,7 +151,7 @@ def _text_fields(cfg: dict) -> dict:
         # of each head rotates; the spec describes that part.
         # rope_interleave (DeepSeek V3): pairs (2i, 2i+1) rotated and written de-interleaved.
         deinterleaves = bool(cfg.get("rope_interleave")) or model_type in DEINTERLEAVING_MLA
-        qk = positive_int(cfg["qk_rope_head_dim"], "qk_rope_head_dim")
+        qk = bounded_dim(positive_int(cfg["qk_rope_head_dim"], "qk_rope_head_dim"), "qk_rope_head_dim")
         if prf is not None and cfg.get("head_dim"):
             # Mistral 4: the frequencies span head_dim * partial_rotary_factor, which must be q_pe.
             span = int(positive_int(cfg["head_dim"], "head_dim") * prf)
@@ -161,10 +161,11 @@ def _text_fields(cfg: dict) -> dict:
             prf = None
         cfg = {**cfg, "head_dim": qk}
     elif HEAD_DIM_KEY.get(model_type) and cfg.get(HEAD_DIM_KEY[model_type]):
-        cfg = {**cfg, "head_dim": int(cfg[HEAD_DIM_KEY[model_type]])}
+        cfg = {**cfg, "head_dim": bounded_dim(positive_int(cfg[HEAD_DIM_KEY[model_type]], HEAD_DIM_KEY[model_type]),
+                                              HEAD_DIM_KEY[model_type])}
     head_dim = head_dim_of(cfg)
     if "rotary_dim" in cfg and cfg["rotary_dim"] is not None:  # GPT-J / CodeGen
-        dim = positive_int(cfg["rotary_dim"], "rotary_dim")
+        dim = bounded_dim(positive_int(cfg["rotary_dim"], "rotary_dim"), "rotary_dim")
     else:
         dim = int(head_dim * prf) if prf is not None else head_dim
     if dim <= 0:
@@ -243,6 +244,7 @@ def _vision_fields(cfg: dict, parent: dict) -> dict:
         if width is None or heads is None:
             raise ValueError("vision_config: embed_dim/hidden_size and num_heads are required")
         head_dim = int(cfg.get("head_dim") or int(width) // int(heads))
+    bounded_dim(head_dim, "head_dim")
     if head_dim % 4:
         raise ValueError(f"head_dim must be a multiple of 4 for 2D RoPE, got {head_dim}")
     inv_freq = F.axial_inv_freq(theta, head_dim, frequencies).tolist()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
-from .values import float32_tuple, positive_int, positive_number
+from .values import FLOAT32_MAX, float32_tuple, positive_int, positive_number
 
 __all__ = ["DynamicNTK", "LongRopeSwitch", "LengthRule"]
 
@@ -26,9 +26,11 @@ class DynamicNTK:
     kind: str = field(default="dynamic", init=False)
 
     def __post_init__(self) -> None:
-        positive_number(self.theta, "theta")
-        positive_number(self.factor, "factor")
-        positive_int(self.max_position_embeddings, "max_position_embeddings")
+        # The graph grows the base in float32: both must be float32 numbers.
+        for name in ("theta", "factor"):
+            if positive_number(getattr(self, name), name) > FLOAT32_MAX:
+                raise ValueError(f"{name} must be finite in float32 (< 3.4e38), got {str(getattr(self, name))[:40]}")
+        _bounded_length(self.max_position_embeddings, "max_position_embeddings")
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,15 @@ class LongRopeSwitch:
     kind: str = field(default="longrope", init=False)
 
     def __post_init__(self) -> None:
-        positive_int(self.original_max_position_embeddings, "original_max_position_embeddings")
+        _bounded_length(self.original_max_position_embeddings, "original_max_position_embeddings")
         if not isinstance(self.long_inv_freq, (tuple, list)):
             raise ValueError("long_inv_freq must be a sequence")
         object.__setattr__(self, "long_inv_freq", float32_tuple(self.long_inv_freq, "long_inv_freq"))
 
 
 LengthRule = Union[DynamicNTK, LongRopeSwitch]
+
+
+def _bounded_length(value, name: str) -> None:
+    if positive_int(value, name) > 2**40:  # the graphs compare it with int64 positions; spec.MAX_POSITIONS
+        raise ValueError(f"{name} must be a positive int <= 2**40, got {str(value)[:40]}")

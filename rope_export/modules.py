@@ -172,6 +172,25 @@ class RotaryEmbedding(nn.Module):
     def extra_repr(self) -> str:
         return self.spec.describe()
 
+    def _apply(self, fn, recurse: bool = True):
+        # .to(device) moves the frequency buffers; .half(), .bfloat16(), .double() or
+        # .to(dtype) would round them, and the angles are float32 by design: they are rebuilt
+        # from the spec as float32 on whatever device the cast left them.
+        super()._apply(fn, recurse)
+        tables = {"inv_freq": self.spec.inv_freq}
+        if isinstance(self.spec.length_rule, LongRopeSwitch):
+            tables["long_inv_freq"] = self.spec.length_rule.long_inv_freq
+        for name, values in tables.items():
+            buffer = self._buffers[name]
+            if buffer.dtype != torch.float32:
+                self._buffers[name] = torch.tensor(values, dtype=torch.float32, device=buffer.device)
+        return self
+
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this first: refuse with the way that works instead of a TorchScript trace.
+        raise TypeError("RotaryEmbedding is not TorchScript-scriptable: export it with torch.onnx.export(dynamo=True) "
+                        "or torch.export, trace it with torch.jit.trace, or use rope_export.export_onnx")
+
     # -------------------------------------------------------------- checks
     def _check_positions(self, position_ids: torch.Tensor) -> None:
         if not isinstance(position_ids, torch.Tensor):
@@ -264,6 +283,9 @@ class RotaryEmbedding(nn.Module):
     def _forward_triton(self, q, k, position_ids):
         from .kernels import rotary_triton, triton_available
 
+        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
+            raise ValueError("backend='triton' has no backward (the fused kernel is for inference): use backend='torch' "
+                             "to train, or run under torch.no_grad() / torch.inference_mode()")
         reason = triton_available(q.device)
         if reason:
             raise ValueError(f"backend='triton': {reason}")

@@ -13,7 +13,7 @@ import os
 
 from .spec import RopeSpec
 
-__all__ = ["plot_spec", "axis_names"]
+__all__ = ["plot_spec", "axis_names", "save_png"]
 
 _COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3"]
 _TAIL = "#D9D9D9"
@@ -22,6 +22,19 @@ _TAIL = "#D9D9D9"
 def axis_names(spec: RopeSpec) -> list[str]:
     """Human names of the position streams: position (1D), row/col (2D), t/h/w (3 axes)."""
     return {1: ["position"], 2: ["row", "col"], 3: ["t", "h", "w"]}.get(spec.num_axes, [f"axis {a}" for a in range(spec.num_axes)])
+
+
+def save_png(fig, path) -> None:
+    """A figure as a PNG at ``path``, written atomically (`_util.atomic_write`: a folder, device or
+    pipe at ``path`` is refused before anything is drawn there, and a failure leaves nothing)."""
+    import io
+
+    from ._util import atomic_write, check_output_path
+
+    check_output_path(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=120, format="png")
+    atomic_write(path, buffer.getvalue())
 
 
 def plot_spec(spec: RopeSpec, path: str | os.PathLike, *, title: str | None = None) -> str:
@@ -76,6 +89,6 @@ def plot_spec(spec: RopeSpec, path: str | os.PathLike, *, title: str | None = No
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.955), fontsize=8, ncol=len(handles), frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.9))
     path = os.fspath(path)
-    fig.savefig(path, dpi=120)
+    save_png(fig, path)
     plt.close(fig)
     return path

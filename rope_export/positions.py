@@ -16,6 +16,8 @@ Example (one 4x6-patch image, merged 2x2, between two text runs):
 
 from __future__ import annotations
 
+import math
+
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -71,13 +73,22 @@ def mrope_position_ids(
 
     if token_types.dim() != 2:
         raise ValueError(f"token_types must be [B, S], got shape {tuple(token_types.shape)}")
-    grids = {IMAGE: list(image_grid_thw.tolist()) if image_grid_thw is not None else [],
-             VIDEO: list(video_grid_thw.tolist()) if video_grid_thw is not None else []}
+    merge = _merge_size(spatial_merge_size)
+    grids = {kind: [list(g) for g in _grids(thw.tolist(), merge)] if thw is not None and len(thw) else []
+             for kind, thw in ((IMAGE, image_grid_thw), (VIDEO, video_grid_thw))}
     intervals = list(video_time_intervals) if video_time_intervals is not None else [1.0] * len(grids[VIDEO])
     if len(intervals) != len(grids[VIDEO]):
         raise ValueError("video_time_intervals must give one value per video grid")
+    for grid, interval in zip(grids[VIDEO], intervals):
+        # t * interval must stay an exact position: finite, >= 0, below 2^24 (float32 holds every integer there).
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not math.isfinite(interval) \
+                or interval < 0 or grid[0] * interval >= 2**24:
+            raise ValueError(f"video_time_intervals: {interval!r} is not a finite step >= 0 that keeps the video's "
+                             f"{grid[0]} temporal positions below 2**24")
     used = {IMAGE: 0, VIDEO: 0}
     batch, seq = token_types.shape
+    if attention_mask is not None and tuple(attention_mask.shape) != (batch, seq):
+        raise ValueError(f"attention_mask must be [B, S] = [{batch}, {seq}] like token_types, got {tuple(attention_mask.shape)}")
     out = torch.zeros(3, batch, seq, dtype=torch.int64)
     for b in range(batch):
         keep = attention_mask[b].bool() if attention_mask is not None else torch.ones(seq, dtype=torch.bool)
@@ -97,7 +108,7 @@ def mrope_position_ids(
                 t, h, w = (int(v) for v in grids[kind][used[kind]])
                 interval = intervals[used[kind]] if kind == VIDEO else 1.0
                 used[kind] += 1
-                h, w = h // spatial_merge_size, w // spatial_merge_size
+                h, w = h // merge, w // merge
                 block = _grid_block(pos, t, h, w, interval)
                 if block.shape[1] != j - i:
                     raise ValueError(f"a vision run of {j - i} tokens does not match its grid ({t}x{h}x{w} merged tokens)")
@@ -125,8 +136,8 @@ def vision_position_ids(grid_thw: torch.Tensor, spatial_merge_size: int = 1) -> 
     """
     import torch
 
-    m = int(spatial_merge_size)
-    row, col = _patch_rows_cols(_grids(np.asarray(grid_thw.tolist(), dtype=np.int64), m), m)
+    m = _merge_size(spatial_merge_size)
+    row, col = _patch_rows_cols(_grids(grid_thw.tolist(), m), m)
     return torch.from_numpy(np.stack([row, col]))[:, None, :]
 
 
@@ -159,12 +170,20 @@ def patch_grid_positions(height: int, width: int, *, offset: int = 0, cls_token:
 
 # ---- Qwen-VL vision encoders: the grid-dependent inputs, with numpy alone ----------------------
 
+def _merge_size(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"spatial_merge_size must be an int >= 1, got {value!r}")
+    return int(value)
+
+
 def _grids(grid_thw, merge: int) -> np.ndarray:
     grid = np.asarray(grid_thw)
     if grid.ndim != 2 or grid.shape[1] != 3 or grid.shape[0] == 0 or not np.issubdtype(grid.dtype, np.integer):
         raise ValueError(f"grid_thw must be a non-empty [N, 3] integer array of (t, h, w), got {grid.dtype} {grid.shape}")
-    if (grid <= 0).any():
-        raise ValueError(f"grid_thw entries must be positive, got {grid.tolist()}")
+    if (grid <= 0).any() or (grid > 2**20).any():
+        raise ValueError(f"grid_thw entries must be positive (and below 2**20), got {grid.tolist()}")
+    if int(np.prod(grid, axis=1).sum()) > 2**24:
+        raise ValueError(f"grid_thw {grid.tolist()[:4]}: more than 2**24 patches in all")
     if (grid[:, 1:] % merge).any():
         raise ValueError(f"grid_thw {grid.tolist()}: h and w must be multiples of spatial_merge_size {merge} "
                          "(an image not divisible into merge blocks)")
@@ -250,9 +269,7 @@ def vision_grid_inputs(grid_thw, *, spatial_merge_size: int, window_size: int | 
     >>> inputs["position_ids"].T.tolist(), inputs["cu_seqlens"].tolist()
     ([[0, 0, 1, 1, 0, 0, 1, 1], [0, 1, 0, 1, 2, 3, 2, 3]], [0, 8])
     """
-    m = int(spatial_merge_size)
-    if m < 1:
-        raise ValueError(f"spatial_merge_size must be >= 1, got {spatial_merge_size}")
+    m = _merge_size(spatial_merge_size)
     grid = _grids(grid_thw, m)
     row, col = _patch_rows_cols(grid, m)
     frames = np.repeat(grid[:, 1] * grid[:, 2], grid[:, 0])

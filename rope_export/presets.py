@@ -24,7 +24,7 @@ from pathlib import Path
 from .hf_config import select_part
 from .spec import RopeSpec
 
-__all__ = ["list_presets", "load_preset", "preset_info", "heads_of"]
+__all__ = ["list_presets", "load_preset", "preset_info", "heads_of", "preset_path"]
 
 
 def _preset_entries():
@@ -43,6 +43,18 @@ def _preset_entries():
 def _files() -> dict[str, dict]:
     entries = sorted(_preset_entries(), key=lambda e: e.name)
     return {e.name[: -len(".json")]: json.loads(e.read_text(encoding="utf-8")) for e in entries}
+
+
+def preset_path(preset: str) -> str | None:
+    """The file a preset is read from, where it is a file on disk (None for an unknown preset)."""
+    name = preset.partition(":")[0]
+    for entry in _preset_entries():
+        if entry.name == f"{name}.json":
+            try:
+                return str(entry)
+            except TypeError:
+                return None
+    return None
 
 
 def _parts(cfg: dict) -> list[str]:

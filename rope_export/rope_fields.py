@@ -15,9 +15,10 @@ from typing import Any, Mapping
 from . import frequencies as F
 from .architectures import LEGACY_LABELS, TOP_LEVEL_TEXT_ROPE, default_theta
 from .config_file import layer_types_of
+from .spec import MAX_HEAD_DIM
 from .values import positive_int, positive_number
 
-__all__ = ["rope_params", "layer_params", "head_dim_of", "check_top_level_rope", "ROPE_TYPE_NAMES",
+__all__ = ["rope_params", "layer_params", "head_dim_of", "bounded_dim", "check_top_level_rope", "ROPE_TYPE_NAMES",
            "TWO_BLOCKS_RULE_PROVEN_ON"]
 
 ROPE_TYPE_NAMES = tuple(F.ROPE_TYPES)
@@ -173,11 +174,21 @@ def check_top_level_rope(cfg: Mapping[str, Any], sub: Mapping[str, Any]) -> None
 
 
 def head_dim_of(cfg: Mapping[str, Any], width_keys=("hidden_size", "n_embd"), head_keys=("num_attention_heads", "n_head")) -> int:
-    """``head_dim`` of a (sub-)config, or the attention width over the head count."""
+    """``head_dim`` of a (sub-)config, or the attention width over the head count; at most
+    `spec.MAX_HEAD_DIM` (checked before anything is sized by it)."""
     if cfg.get("head_dim"):
-        return positive_int(cfg["head_dim"], "head_dim")
+        return bounded_dim(positive_int(cfg["head_dim"], "head_dim"), "head_dim")
     width_key = next((k for k in width_keys if cfg.get(k)), None)
     head_key = next((k for k in head_keys if cfg.get(k)), None)
     if width_key is None or head_key is None:
         raise ValueError(f"config: head_dim is missing and cannot be derived ({'/'.join(width_keys)} and {'/'.join(head_keys)} needed)")
-    return positive_int(cfg[width_key], width_key) // positive_int(cfg[head_key], head_key)
+    return bounded_dim(positive_int(cfg[width_key], width_key) // positive_int(cfg[head_key], head_key),
+                       f"{width_key} / {head_key}")
+
+
+def bounded_dim(value: int, name: str) -> int:
+    """``value``, if a head width no larger than `spec.MAX_HEAD_DIM`."""
+    if value > MAX_HEAD_DIM:
+        raise ValueError(f"{name} gives a head of {value} dims, more than rope_export takes ({MAX_HEAD_DIM}; the widest "
+                         "model head is 512)")
+    return value

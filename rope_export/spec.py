@@ -31,10 +31,13 @@ import numpy as np
 from . import frequencies as F
 from .axes import axial_axes, mrope_axes
 from .length_rules import DynamicNTK, LengthRule, LongRopeSwitch
-from .values import float32_tuple, freeze, thaw
+from .values import FLOAT32_MAX, float32_tuple, freeze, thaw
 
 __all__ = ["RopeSpec", "DynamicNTK", "LongRopeSwitch", "LAYOUTS"]
 
+# Bounds of every size a spec holds, far above any model's (transformers 5.25: head_dim 512,
+# 3 position axes, 10M positions), so that a crafted file cannot make anything allocate GBs.
+MAX_HEAD_DIM, MAX_AXES, MAX_POSITIONS = 8192, 8, 2**40
 LAYOUTS = ("half", "interleaved", "interleaved_to_half")
 
 
@@ -72,10 +75,10 @@ class RopeSpec:
     # ------------------------------------------------------------------ checks
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen dataclass
-        for key in ("head_dim", "rotary_dim", "num_axes"):
+        for key, limit in (("head_dim", MAX_HEAD_DIM), ("rotary_dim", MAX_HEAD_DIM), ("num_axes", MAX_AXES)):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-                raise ValueError(f"{key} must be a positive int, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 < value <= limit:
+                raise ValueError(f"{key} must be a positive int <= {limit}, got {value!r}")
             set_(key, int(value))
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even, got {self.head_dim}")
@@ -104,9 +107,13 @@ class RopeSpec:
         set_("axis_of_pair", axes)
         if isinstance(self.attention_scaling, bool) or not isinstance(self.attention_scaling, (int, float, np.floating)):
             raise ValueError(f"attention_scaling must be a number, got {type(self.attention_scaling).__name__}")
-        scaling = float(self.attention_scaling)
-        if not math.isfinite(scaling) or scaling <= 0:
-            raise ValueError(f"attention_scaling must be finite and > 0, got {self.attention_scaling!r}")
+        try:
+            scaling = float(self.attention_scaling)
+        except OverflowError:
+            scaling = math.inf
+        # The graphs multiply float32 cos/sin by it: it must be a finite float32 too.
+        if not math.isfinite(scaling) or scaling <= 0 or scaling > FLOAT32_MAX or np.float32(scaling) == 0:
+            raise ValueError(f"attention_scaling must be a float32 number > 0, got {str(self.attention_scaling)[:40]}")
         set_("attention_scaling", scaling)
         if isinstance(self.length_rule, LongRopeSwitch) and len(self.length_rule.long_inv_freq) != pairs:
             raise ValueError(f"length_rule.long_inv_freq must have rotary_dim // 2 = {pairs} entries")
@@ -117,8 +124,8 @@ class RopeSpec:
         set_("scaling", freeze(dict(self.scaling) if isinstance(self.scaling, Mapping) else thaw(self.scaling) or {}))
         if self.max_position_embeddings is not None:
             mpe = self.max_position_embeddings
-            if isinstance(mpe, bool) or not isinstance(mpe, (int, np.integer)) or mpe <= 0:
-                raise ValueError(f"max_position_embeddings must be a positive int, got {mpe!r}")
+            if isinstance(mpe, bool) or not isinstance(mpe, (int, np.integer)) or not 0 < mpe <= MAX_POSITIONS:
+                raise ValueError(f"max_position_embeddings must be a positive int <= 2**40, got {mpe!r}")
             set_("max_position_embeddings", int(mpe))
 
     # ------------------------------------------------------------ properties
@@ -271,7 +278,10 @@ class RopeSpec:
         """
         from .hf_config import spec_fields
 
-        return cls(**spec_fields(cfg, part=part, layer_type=layer_type), name=name)
+        try:
+            return cls(**spec_fields(cfg, part=part, layer_type=layer_type), name=name)
+        except RecursionError:
+            raise ValueError("config: nested too deeply to be a config.json") from None
 
     # ------------------------------------------------------------ round trip
     def to_dict(self) -> dict:
@@ -312,6 +322,15 @@ class RopeSpec:
                 data = json.loads(data)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"RopeSpec JSON: {exc}") from None
+            except RecursionError:
+                raise ValueError("RopeSpec JSON: nested too deeply") from None
+        try:
+            return cls._from_fields(data)
+        except RecursionError:
+            raise ValueError("RopeSpec: nested too deeply") from None
+
+    @classmethod
+    def _from_fields(cls, data) -> "RopeSpec":
         if not isinstance(data, Mapping):
             raise ValueError(f"RopeSpec: expected an object of fields, got {type(data).__name__}")
         data = dict(data)

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["float32_tuple", "positive_number", "positive_int", "freeze", "thaw"]
+__all__ = ["float32_tuple", "positive_number", "positive_int", "freeze", "thaw", "FLOAT32_MAX"]
 
 
 def float32_tuple(values: Sequence[float], name: str) -> tuple[float, ...]:
@@ -21,12 +21,21 @@ def float32_tuple(values: Sequence[float], name: str) -> tuple[float, ...]:
     """
     if any(isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) for v in values):
         raise ValueError(f"{name}: every entry must be a number")
-    arr = np.asarray([float(v) for v in values], dtype=np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: every entry must be finite")
+    try:
+        arr = np.asarray([float(v) for v in values], dtype=np.float64)
+    except OverflowError:  # an int past float64's range
+        raise ValueError(f"{name}: every entry must be finite in float32 (|v| < 3.4e38)") from None
+    if not np.all(np.isfinite(arr)) or np.any(np.abs(arr) > FLOAT32_MAX):
+        raise ValueError(f"{name}: every entry must be finite in float32 (|v| < 3.4e38), as the graphs hold it")
     if np.any(arr < 0):
         raise ValueError(f"{name}: frequencies must be >= 0")
-    return tuple(float(v) for v in arr.astype(np.float32))
+    rounded = arr.astype(np.float32)
+    if np.any((arr != 0) & (rounded == 0)):
+        raise ValueError(f"{name}: an entry too small for float32 would become 0 (|v| >= 1.2e-38 or exactly 0)")
+    return tuple(float(v) for v in rounded)
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def positive_number(value, name: str) -> float:

@@ -74,7 +74,7 @@ def test_long_context_configs_validate_and_auto_caps_the_table(tmp_path):
 
 
 @pytest.mark.parametrize("meta, message", [
-    ('{"head_dim": 20000000, "rotary_dim": 2, "inv_freq": [1.0]}', "exceed"),
+    ('{"head_dim": 20000000, "rotary_dim": 2, "inv_freq": [1.0]}', "head_dim must be a positive int <= 8192"),
     ("[1,2,3]", "not a valid spec"),
     ("null", "not a valid spec"),
     ('{"head_dim": 8, "rotary_dim": 8, "inv_freq": 5}', "not a valid spec"),
@@ -88,8 +88,7 @@ def test_crafted_metadata_exits_2_with_a_message(tmp_path, capsys, meta, message
     start = time.monotonic()
     assert main(["validate", str(tmp_path / "m.onnx")]) == 2
     assert message in capsys.readouterr().err and time.monotonic() - start < 30
-    if message != "exceed":
-        assert main(["inspect", str(tmp_path / "m.onnx")]) == 2
+    assert main(["inspect", str(tmp_path / "m.onnx")]) == 2
 
 
 def test_inspect_escapes_control_characters(tmp_path, capsys):
@@ -244,3 +243,162 @@ def test_help_does_not_import_torch():
                           "c.build_parser().format_help(); print('torch' in sys.modules)"],
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+# ------------------------------------------------- issue 21: files, inputs, tracebacks
+def test_no_command_writes_over_its_own_input(tmp_path):
+    graph = str(rx.export_onnx(rx.load_preset("mistral-7b"), tmp_path / "g.onnx", form="fused"))
+    before = open(graph, "rb").read()
+    assert main(["validate", graph, "--json", graph]) == 2
+    assert open(graph, "rb").read() == before
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"hidden_size": 256, "num_attention_heads": 4}))
+    text = config.read_text()
+    assert main(["export", "--hf-config", str(config), "--out", str(config)]) == 2
+    link = tmp_path / "link.onnx"
+    link.symlink_to(config)
+    assert main(["export", "--hf-config", str(config), "--out", str(link)]) == 2
+    hard = tmp_path / "hard.onnx"
+    os.link(config, hard)
+    assert main(["export", "--hf-config", str(config), "--out", str(hard)]) == 2
+    assert config.read_text() == text
+
+
+def test_frequencies_stay_float32_whatever_the_module_is_cast_to():
+    spec = rx.load_preset("phi-3-mini-128k")  # LongRoPE: two frequency tables
+    q = torch.randn(1, 2, 5, spec.head_dim)
+    pos = torch.arange(5)[None] * 9000
+    want = rx.RotaryEmbedding(spec)(q, q, pos)
+    for cast in (lambda m: m.half(), lambda m: m.to(torch.bfloat16), lambda m: m.double()):
+        module = cast(rx.RotaryEmbedding(spec))
+        assert module.inv_freq.dtype == module.long_inv_freq.dtype == torch.float32
+        assert torch.equal(module(q, q, pos)[0], want[0])
+
+
+def test_numbers_a_graph_cannot_hold_are_refused():
+    from rope_export.positions import mrope_position_ids, vision_position_ids
+
+    with pytest.raises(ValueError, match="finite in float32"):
+        rx.RopeSpec(head_dim=4, rotary_dim=4, inv_freq=(1e39, 1.0))
+    with pytest.raises(ValueError, match="attention_scaling must be a float32 number > 0"):
+        rx.RopeSpec(head_dim=4, rotary_dim=4, inv_freq=(1.0, 0.5), attention_scaling=1e39)
+    types = torch.tensor([[0] * 3 + [2] * 16])
+    for interval in (float("nan"), 1e30, -1.0):
+        with pytest.raises(ValueError, match="video_time_intervals"):
+            mrope_position_ids(types, video_grid_thw=torch.tensor([[4, 4, 4]]), video_time_intervals=[interval])
+    with pytest.raises(ValueError, match="grid_thw entries must be positive"):
+        vision_position_ids(torch.tensor([[1, -2, 4]]), 2)
+    with pytest.raises(ValueError, match="spatial_merge_size must be an int >= 1"):
+        vision_position_ids(torch.tensor([[1, 2, 4]]), 0)
+
+
+def test_sizes_read_from_files_are_bounded_before_anything_is_allocated(tmp_path, capsys):
+    start = time.monotonic()
+    for cfg in ({"hidden_size": 400000000, "num_attention_heads": 1}, {"hidden_size": 10**30, "num_attention_heads": 1}):
+        with pytest.raises(ValueError, match="more than rope_export takes"):
+            rx.RopeSpec.from_hf_config(cfg)
+    with pytest.raises(ValueError, match="max_position_embeddings must be a positive int <= 2\\*\\*40"):
+        rx.RopeSpec.from_hf_config({"hidden_size": 64, "num_attention_heads": 1, "max_position_embeddings": 2**63})
+    model = build_onnx(rx.RopeSpec.standard(8), form="fused")
+    for key, value, message in (("rope_export.spec", json.dumps({**rx.RopeSpec.standard(8).to_dict(), "num_axes": 5 * 10**6}),
+                                 "num_axes must be a positive int <= 8"),
+                                ("rope_export.table_length", "0", "table_length' metadata must be a positive int"),
+                                ("rope_export.table_length", "-5", "table_length' metadata must be a positive int"),
+                                ("rope_export.table_length", "1e30", "table_length' metadata must be a positive int"),
+                                ("rope_export.spec", "[" * 100000 + "]" * 100000, "nested too deeply")):
+        crafted = onnx.ModelProto()
+        crafted.CopyFrom(model)
+        for prop in crafted.metadata_props:
+            if prop.key == key:
+                prop.value = value
+        if key not in {p.key for p in crafted.metadata_props}:
+            entry = crafted.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(crafted, tmp_path / "m.onnx")
+        assert main(["validate", str(tmp_path / "m.onnx")]) == 2
+        assert message in capsys.readouterr().err, message
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"a": ' * 100000 + "1" + "}" * 100000)
+    with pytest.raises(ValueError, match="nests its JSON too deeply"):
+        rx.RopeSpec.from_hf_config(str(deep))
+    assert time.monotonic() - start < 60
+
+
+def test_command_line_mistakes_are_one_line_exits(tmp_path, capsys):
+    spec_args = ["export", "--preset", "mistral-7b"]
+    cases = [
+        (spec_args + ["--form", "table", "--table-length", "500000", "--out", str(tmp_path / "t.onnx")], "above the 64 MiB"),
+        (spec_args + ["--form", "table", "--table-length", "30000000", "--force", "--out", str(tmp_path / "t.onnx")],
+         "past the 1024 MiB"),
+        (spec_args + ["--out", str(tmp_path / "x.json")], "must end in .onnx"),
+        (spec_args + ["--out", str(tmp_path / "x.textproto")], "must end in .onnx"),
+        (spec_args + ["--opset", "30", "--out", str(tmp_path / "o.onnx")], "opset must be an int from 17 to"),
+        (["export", "--preset", "qwen2-vl-7b:vision", "--form", "table", "--out", str(tmp_path / "p.onnx")], "--table-length N"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(SystemExit):
+        main(["validate", "x.onnx", "--seed", str(2**70)])
+    assert "expected an integer in [0, 2**63)" in capsys.readouterr().err
+    for target, message in ((tmp_path, "is a directory"), ("/dev/null", "not a regular file")):
+        assert main(["validate", str(target)]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_validate_takes_a_provider_string_and_escapes_what_it_prints(tmp_path, capsys):
+    sneaky = tmp_path / "\r\x1b[2KPASSED: model.onnx"
+    rx.export_onnx(rx.RopeSpec.standard(8), tmp_path / "ok.onnx", form="fused")
+    os.rename(tmp_path / "ok.onnx", sneaky)
+    report = rx.validate(str(sneaky), providers="cpu", seed=1)
+    assert report.passed and {r.provider for r in report.results} == {"cpu"}
+    assert "\x1b" not in report.table() and "\\x1b[2K" in report.table()
+    assert main(["validate", str(sneaky), "--seed", "1"]) == 0
+    assert "\x1b" not in capsys.readouterr().out
+
+
+def test_a_name_the_terminal_cannot_encode_is_escaped_not_fatal(tmp_path):
+    path = tmp_path / "modèle-ρ.onnx"
+    rx.export_onnx(rx.RopeSpec.standard(8), path, form="fused")
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    out = subprocess.run([*CLI, "validate", str(path), "--seed", "1"], capture_output=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert b"PASSED" in out.stdout and b"mod\\xe8le" in out.stdout
+
+
+def test_backends_that_cannot_do_something_say_which_can():
+    rope = rx.RotaryEmbedding(rx.RopeSpec.standard(8))
+    with pytest.raises(TypeError, match="not TorchScript-scriptable: export it with torch.onnx.export"):
+        torch.jit.script(rope)
+    triton = rx.RotaryEmbedding(rx.RopeSpec.standard(8), backend="triton")
+    q = torch.randn(1, 1, 3, 8, requires_grad=True)
+    with pytest.raises(ValueError, match="backend='triton' has no backward"):
+        triton(q, q, torch.arange(3)[None])
+
+
+def test_more_inputs_a_command_reads_are_never_written_over(tmp_path):
+    """A config folder's config.json, a graph's external data: inputs too."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"hidden_size": 256, "num_attention_heads": 4}))
+    text = (folder / "config.json").read_text()
+    (folder / "out.onnx").symlink_to(folder / "config.json")
+    assert main(["export", "--hf-config", str(folder), "--out", str(folder / "out.onnx")]) == 2
+    assert main(["plot", "--hf-config", str(folder), "--out", str(folder / "out.onnx")]) == 2
+    assert (folder / "config.json").read_text() == text
+    model = build_onnx(rx.load_preset("mistral-7b"), form="table")
+    onnx.save(model, tmp_path / "ext.onnx", save_as_external_data=True, location="ext.data", size_threshold=1024)
+    data = (tmp_path / "ext.data").read_bytes()
+    assert main(["validate", str(tmp_path / "ext.onnx"), "--json", str(tmp_path / "ext.data")]) == 2
+    assert (tmp_path / "ext.data").read_bytes() == data
+    report = rx.validate(str(tmp_path / "ext.onnx"), seed=1)  # its external tables are checked too
+    assert report.passed and report.structure["status"] == "pass" and report.structure["constants"] > 4_000_000
+
+
+def test_a_report_never_replaces_the_commands_own_output(tmp_path):
+    graph = rx.export_onnx(rx.RopeSpec.standard(8), tmp_path / "g.onnx", form="fused")
+    out = subprocess.run(f"{sys.executable} -m rope_export.cli validate {graph} --json /dev/stdout > {tmp_path}/o.txt",
+                         shell=True, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "is where this command prints" in out.stderr

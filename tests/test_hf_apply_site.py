@@ -237,3 +237,19 @@ def test_meta_and_half_precision_models():
     half = transformers.LlamaModel(cfg).to(torch.bfloat16)
     with pytest.warns(UserWarning, match="runs in bfloat16: rope_export rotates in float32"):
         rx.hf.patch(half).unpatch()
+
+
+def test_a_patched_model_cast_afterwards_keeps_float32_frequencies():
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=1,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                                   rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0})
+    model = transformers.LlamaModel(cfg).eval()
+    with rx.hf.patch(model) as patched:
+        model.to(torch.bfloat16)
+        adapter = model.rotary_emb
+        assert adapter.rope.inv_freq.dtype == torch.float32
+        spec = patched.replaced[0][2]
+        pos = torch.arange(6)[None] * 1000
+        cos, _ = adapter(torch.zeros(1, dtype=torch.bfloat16), pos)
+        want, _ = rx.RotaryEmbedding(spec).cos_sin(pos)
+        assert torch.equal(cos[..., : spec.num_pairs], want.to(torch.bfloat16))

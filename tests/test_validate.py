@@ -38,6 +38,7 @@ def test_every_exported_preset_validates_on_cpu(files):
     for preset, path in files.items():
         report = rx.validate(path, providers=("cpu",), seed=11)
         assert report.passed, (preset, report.table())
+        assert report.structure["status"] == "pass" and report.structure["constants"] > 0, (preset, report.structure)
         ran = {r.ran_on for r in report.results}
         assert ran == {"CPUExecutionProvider"}
         cases = {r.case for r in report.results}

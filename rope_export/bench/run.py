@@ -208,6 +208,8 @@ def plot_scaling(rows: list[BenchRow], path: str, *, title: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..plot import save_png
+
     fig, ax = plt.subplots(figsize=(8, 5))
     for name in dict.fromkeys(r.backend for r in rows if r.ms is not None):
         pts = [(int(r.shape.split("S=")[1]), r.ms) for r in rows if r.backend == name and r.ms is not None]
@@ -218,6 +220,6 @@ def plot_scaling(rows: list[BenchRow], path: str, *, title: str) -> str:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_png(fig, path)
     plt.close(fig)
     return path

@@ -29,7 +29,8 @@ from .._util import FORM_NAMES, torch_dtype
 from ..axes import stream_order
 from ..spec import RopeSpec
 
-__all__ = ["FORMS", "MIN_OPSET", "FUSED_OPSET", "TABLE_CAP_BYTES", "resolve_form", "form_refusal", "forms_for",
+__all__ = ["FORMS", "MIN_OPSET", "FUSED_OPSET", "TABLE_CAP_BYTES", "TABLE_LIMIT_BYTES", "max_opset", "check_table_size",
+           "resolve_form", "form_refusal", "forms_for",
            "table_bytes"]
 
 FORMS = FORM_NAMES
@@ -39,6 +40,32 @@ _NEEDS_FUSED_OPSET = ("fused", "table", "plugin")
 # The largest cos/sin table "auto" embeds (Llama 3.1's 131072 x 64 float32 pairs); longer
 # contexts (Gemma 3, Llama 4: up to 10M positions) get the in-graph form.
 TABLE_CAP_BYTES = 64 << 20
+
+
+# The ONNX file format (one protobuf) holds at most 2 GiB: no table may come near it, forced or not.
+TABLE_LIMIT_BYTES = 1 << 30
+
+
+def max_opset() -> int:
+    """The newest opset the installed onnx package knows (its checker refuses any later one)."""
+    import onnx
+
+    return onnx.defs.onnx_opset_version()
+
+
+def check_table_size(spec: RopeSpec, length: int, dtype: str = "float32", force: bool = False) -> None:
+    """Refuse an explicit table above `TABLE_CAP_BYTES` (what ``auto`` embeds at most) unless
+    ``force``, and any above `TABLE_LIMIT_BYTES`, with the size in the message, before
+    anything is allocated."""
+    size = table_bytes(spec, length, dtype)
+    if size > TABLE_LIMIT_BYTES or (size > TABLE_CAP_BYTES and not force):
+        mib = size / 2**20
+        if size > TABLE_LIMIT_BYTES:
+            raise ValueError(f"table_length {length} makes {mib:,.0f} MiB of cos/sin tables, past the {TABLE_LIMIT_BYTES >> 20} "
+                             "MiB an ONNX file can hold beside its graph: use form='fused' (angles computed in the graph)")
+        raise ValueError(f"table_length {length} makes {mib:,.0f} MiB of cos/sin tables, above the {TABLE_CAP_BYTES >> 20} MiB "
+                         "cap (the most the automatic form choice embeds): pass force=True (--force) to write it, or "
+                         "use form='fused'")
 
 
 def table_bytes(spec: RopeSpec, length: int, dtype: str = "float32") -> int:
@@ -69,8 +96,9 @@ def resolve_form(form: str, opset: int, spec: RopeSpec | None = None, dtype: str
         ValueError: unknown form, opset below 17, a form that needs opset 23 below it, or
             (with ``spec``) a form that cannot represent the spec.
     """
-    if not isinstance(opset, int) or isinstance(opset, bool) or opset < MIN_OPSET:
-        raise ValueError(f"opset must be an int >= {MIN_OPSET}, got {opset!r}")
+    if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= max_opset():
+        raise ValueError(f"opset must be an int from {MIN_OPSET} to {max_opset()} (the newest the installed onnx "
+                         f"knows), got {opset!r}")
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     if form == "auto":

@@ -24,11 +24,14 @@ from .._util import DTYPE_NAMES, atomic_write, check_output_path, quiet_exporter
 from ..axes import stream_order
 from ..modules import RotaryEmbedding, apply_rotary, deinterleave
 from ..spec import RopeSpec
-from .forms import resolve_form
+from .forms import check_table_size, resolve_form
 from .metadata import set_metadata
 from .ops import TRANSLATIONS, contrib_op, rotary_op, table_op
 
-__all__ = ["export_onnx", "build_onnx", "ExportModule", "example_inputs"]
+__all__ = ["export_onnx", "build_onnx", "ExportModule", "example_inputs", "cos_sin_table", "MAX_GRAPH_HEADS"]
+
+# Heads a graph is traced with (the validator runs at most as many): far above any model's 128.
+MAX_GRAPH_HEADS = 1024
 
 
 class ExportModule(nn.Module):
@@ -42,11 +45,9 @@ class ExportModule(nn.Module):
         self.spec = spec
         self.form = form
         if form == "table":
-            # Row l holds every pair's cos/sin at position l: the same float32 values the
-            # in-graph form computes, rounded to the activation dtype as it rounds them.
-            rows = torch.arange(table_length, dtype=torch.int64)[None]
-            cos, sin = self.rope.cos_sin(rows if spec.num_axes == 1 else rows[None].expand(spec.num_axes, -1, -1))
-            cos, sin = cos[0].to(dtype), sin[0].to(dtype)
+            # Row l holds every pair's cos/sin at position l (`cos_sin_table`), rounded to the
+            # activation dtype as the in-graph form rounds them.
+            cos, sin = (torch.from_numpy(t).to(dtype) for t in cos_sin_table(spec, table_length))
             if spec.num_axes == 1:
                 self.register_buffer("cos_table", cos, persistent=False)
                 self.register_buffer("sin_table", sin, persistent=False)
@@ -95,6 +96,26 @@ class ExportModule(nn.Module):
         return (rotary_op(q, cos, sin, inter, rot, q.shape[1]), rotary_op(k, cos, sin, inter, rot, k.shape[1]))
 
 
+def cos_sin_table(spec: RopeSpec, length: int):
+    """float32 ``(cos, sin)``, each ``[length, P]``: row l holds pair i's cos/sin at position l, the
+    angle ``float32(l) * inv_freq[i]`` computed in float32 as the spec says, its cos and sin
+    correctly rounded (computed in float64, rounded once), ``attention_scaling`` applied in float32.
+
+    Built with numpy, so every machine and every run writes the same bits (the structural check
+    rebuilds them). torch's multi-threaded float32 cos is not that: on our CPU machine (torch 2.13,
+    2 threads) one run in eight returned cos(1024) = 0.98720 instead of 0.98735 for the rows a
+    worker thread computed.
+    """
+    import numpy as np
+
+    angles = np.arange(length, dtype=np.float32)[:, None] * np.asarray(spec.inv_freq, dtype=np.float32)[None]
+    cos, sin = np.cos(angles.astype(np.float64)).astype(np.float32), np.sin(angles.astype(np.float64)).astype(np.float32)
+    if spec.attention_scaling != 1.0:
+        scale = np.float32(spec.attention_scaling)
+        cos, sin = cos * scale, sin * scale
+    return cos, sin
+
+
 def example_inputs(spec: RopeSpec, *, batch: int = 2, seq: int = 8, num_q_heads: int = 4, num_kv_heads: int = 2,
                    dtype: torch.dtype = torch.float32, high: int = 4096, seed: int = 0):
     """Random ``(q, k, position_ids)`` of the graph's input shapes: q ``[B, Hq, S, D]``, k
@@ -106,22 +127,24 @@ def example_inputs(spec: RopeSpec, *, batch: int = 2, seq: int = 8, num_q_heads:
 
 
 def build_onnx(spec: RopeSpec, *, opset: int = 23, form: str = "auto", dtype: str = "float32",
-               num_q_heads: int = 4, num_kv_heads: int = 2, table_length: int | None = None):
+               num_q_heads: int = 4, num_kv_heads: int = 2, table_length: int | None = None, force: bool = False):
     """The checked `onnx.ModelProto` for a spec (see `export_onnx`), not written anywhere."""
     import onnx
 
+    if dtype not in DTYPE_NAMES:
+        raise ValueError(f"dtype must be one of {DTYPE_NAMES}, got {dtype!r}")
     form = resolve_form(form, opset, spec, dtype)
     if form == "table":
         table_length = table_length or spec.max_position_embeddings
-        if not isinstance(table_length, int) or table_length <= 0:
-            raise ValueError(f"table_length must be a positive int (the spec has no max_position_embeddings), got {table_length!r}")
+        if isinstance(table_length, bool) or not isinstance(table_length, int) or table_length <= 0:
+            raise ValueError(f"table_length must be a positive int (the spec names no max_position_embeddings: pass "
+                             f"table_length=N, --table-length N), got {table_length!r}")
+        check_table_size(spec, table_length, dtype, force)
     else:
         table_length = None
-    if dtype not in DTYPE_NAMES:
-        raise ValueError(f"dtype must be one of {DTYPE_NAMES}, got {dtype!r}")
     for label, heads in (("num_q_heads", num_q_heads), ("num_kv_heads", num_kv_heads)):
-        if not isinstance(heads, int) or heads <= 0:
-            raise ValueError(f"{label} must be a positive int, got {heads!r}")
+        if isinstance(heads, bool) or not isinstance(heads, int) or not 0 < heads <= MAX_GRAPH_HEADS:
+            raise ValueError(f"{label} must be a positive int <= {MAX_GRAPH_HEADS}, got {str(heads)[:40]}")
     if form == "plugin":
         import onnx_ir as ir
 
@@ -167,7 +190,7 @@ def _drop_opset18_reduce_attributes(ir_model) -> None:
 
 def export_onnx(spec: RopeSpec, path: str | os.PathLike, *, opset: int = 23, form: str = "auto",
                 dtype: str = "float32", num_q_heads: int = 4, num_kv_heads: int = 2,
-                table_length: int | None = None) -> str:
+                table_length: int | None = None, force: bool = False) -> str:
     """Export the rotary embedding of ``spec`` to an ONNX file.
 
     Args:
@@ -180,6 +203,7 @@ def export_onnx(spec: RopeSpec, path: str | os.PathLike, *, opset: int = 23, for
             (angles and sin/cos are float32 in every case).
         num_q_heads, num_kv_heads: Hq and Hk (fixed in the graph).
         table_length: rows of the cos/sin table for form "table" (default max_position_embeddings).
+        force: write a table above `forms.TABLE_CAP_BYTES` (64 MiB; never above 1 GiB).
     Graph:
         inputs ``q`` [B, Hq, S, D], ``k`` [B, Hk, S, D], ``position_ids`` int64 [B, S] or
         [A, B, S]; outputs ``q_rot``, ``k_rot``; B and S dynamic. The spec is stored as JSON
@@ -188,11 +212,15 @@ def export_onnx(spec: RopeSpec, path: str | os.PathLike, *, opset: int = 23, for
     Returns:
         the path written.
     Raises:
-        ValueError: bad opset/form/dtype/heads; OSError: the directory is not writable.
+        ValueError: bad opset/form/dtype/heads, a table above the cap, a path not ending in .onnx;
+        OSError: the directory is not writable.
     """
     path = os.fspath(path)
     check_output_path(path)  # before the export's work, not after
+    if os.path.splitext(path)[1].lower() != ".onnx":
+        # onnx picks a text format from a .json / .textproto suffix: only .onnx files read back as written.
+        raise ValueError(f"the output file must end in .onnx (binary ONNX), got {path!r}")
     model = build_onnx(spec, opset=opset, form=form, dtype=dtype, num_q_heads=num_q_heads, num_kv_heads=num_kv_heads,
-                       table_length=table_length)
+                       table_length=table_length, force=force)
     atomic_write(path, model.SerializeToString(deterministic=True))
     return path

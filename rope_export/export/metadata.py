@@ -88,8 +88,12 @@ def read_graph(path: str | os.PathLike) -> GraphInfo:
     import onnx
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise InputError(f"no such file: {path}")
+    if not os.path.isfile(path):
+        raise InputError(f"{path} is {'a directory' if os.path.isdir(path) else 'not a regular file'}, not an ONNX file")
+    if os.path.getsize(path) == 0:
+        raise InputError(f"{path} is empty, not an ONNX file")
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - any decode failure means "not an ONNX model"
@@ -101,8 +105,9 @@ def read_graph(path: str | os.PathLike) -> GraphInfo:
     if SPEC_KEY in meta:
         try:
             spec = RopeSpec.from_dict(meta[SPEC_KEY])
-        except ValueError as exc:
-            raise InputError(f"{path}: its '{SPEC_KEY}' metadata is not a valid spec ({exc})") from None
+        except (ValueError, RecursionError) as exc:
+            raise InputError(f"{path}: its '{SPEC_KEY}' metadata is not a valid spec "
+                             f"({'nested too deeply' if isinstance(exc, RecursionError) else exc})") from None
 
     def tensors(values):
         out = {}
@@ -112,12 +117,25 @@ def read_graph(path: str | os.PathLike) -> GraphInfo:
             out[v.name] = TensorInfo(onnx.TensorProto.DataType.Name(t.elem_type).lower(), dims)
         return out
 
-    table_length = int(meta[TABLE_LENGTH_KEY]) if TABLE_LENGTH_KEY in meta else _table_rows(model)
+    table_length = _table_length(path, meta[TABLE_LENGTH_KEY]) if TABLE_LENGTH_KEY in meta else _table_rows(model)
     return GraphInfo(path=path, spec=spec, form=meta.get(FORM_KEY, "unknown"), dtype=meta.get(DTYPE_KEY, "float32"),
                      version=meta.get(VERSION_KEY), table_length=table_length,
                      opsets={o.domain or "ai.onnx": o.version for o in model.opset_import},
                      inputs=tensors(model.graph.input), outputs=tensors(model.graph.output),
                      ops=collections.Counter(n.op_type for n in model.graph.node), metadata=meta)
+
+
+def _table_length(path: str, text: str) -> int:
+    """The table_length metadata: a positive int no longer than a spec's positions go."""
+    from ..spec import MAX_POSITIONS
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value <= MAX_POSITIONS:
+        raise InputError(f"{path}: its '{TABLE_LENGTH_KEY}' metadata must be a positive int <= 2**40, got {text[:40]!r}")
+    return value
 
 
 def _table_rows(model) -> int | None:

@@ -133,10 +133,12 @@ class ApplySite:
         original = self.original
         out = [(self.label, original)]
         if model is not None and isinstance(original, nn.Module):
+            # kernels keys each copy by the function's __name__, else its layer name ("rotary_pos_emb");
+            # an attention's other kernel functions (Zamba2's causal conv) are not this site's.
+            keys = {getattr(original, "__name__", None) or getattr(original, "kernel_layer_name", None)}
             for path, module in model.named_modules():
-                # kernels keys each copy by the function's __name__, else its layer name ("rotary_pos_emb")
                 for key, copy_ in (getattr(module, "__dict__", {}).get("_kernel_funcs") or {}).items():
-                    if not _pristine(copy_, original):
+                    if key in keys and not _pristine(copy_, original):
                         repo = vars(copy_).get("_kernel_repo", "") if hasattr(copy_, "__dict__") else ""
                         out.append((f"{path or '<model>'}._kernel_funcs[{key!r}]" + (f" (kernelized: {repo})" if repo else ""),
                                     copy_))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._util import atomic_write, check_output_path, error_line, quiet_exporter, silent_fds
+from .._util import atomic_write, check_output_path, error_line, quiet_exporter, same_file, silent_fds
 from ..architectures import (LAYER_COUNT_KEY, NARROWED_FIELDS, NARROWING, TEXT_OF, VERIFIED_TEXT, VISION_CLASSES, VISION_OF,
                              VISION_TYPES)
 from ..export.forms import FUSED_OPSET
@@ -270,6 +270,10 @@ def export_hf(config, out, *, part: str = "text", layers: int = 2, exporter: str
 
     say = progress or (lambda msg: None)
     check_output_path(out)
+    if os.path.splitext(os.fspath(out))[1].lower() != ".onnx":
+        raise ValueError(f"the output file must end in .onnx (binary ONNX), got {os.fspath(out)!r}")
+    if isinstance(config, (str, os.PathLike)) and os.path.exists(config) and same_file(config, out):
+        raise ValueError(f"the output {os.fspath(out)!r} is the config it reads: refusing to write over it")
     say("building the model")
     model = tiny_model(config, part, layers, seed=seed, full_width=full_width)
     wrapper, args, names, axes = example_inputs(model, seed=seed)

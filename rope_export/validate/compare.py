@@ -22,7 +22,8 @@ __all__ = ["TOLERANCES", "compare", "case_tolerance", "unit_roundoff", "referenc
 # scale is the largest |value| of that token's head vector (a rotation keeps pair norms, so
 # this is the size the rounding acts on). float32: both sides compute the same float32
 # angle; sin/cos implementations differ by a few ulps -> 1e-5 (~80 ulps) leaves room for
-# that and nothing for a wrong frequency (one ulp of inv_freq moves outputs ~1e-4 at 100k).
+# that. A wrong frequency moves outputs ~1e-4 at position 100k per ulp, but only at the
+# positions a case samples: the structural check (`structure`) is what proves every constant.
 # float16 / bfloat16: the standard op rotates with cos/sin rounded to the activation dtype
 # and rounds the result once: 4 units of the dtype's epsilon.
 TOLERANCES = {

@@ -8,6 +8,8 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from .._util import printable
+
 __all__ = ["CaseResult", "ValidationReport"]
 
 
@@ -35,13 +37,16 @@ class ValidationReport:
     tolerance: dict
     results: list[CaseResult] = field(default_factory=list)
     allow_missing: bool = False
+    graph_spec: dict | None = None  # the graph's own spec, where the one checked against was given instead
+    structure: dict = field(default_factory=lambda: {"status": "not applicable", "detail": "not checked"})
 
     @property
     def passed(self) -> bool:
-        """True when every requested provider ran every case and passed (or, with
-        allow_missing, was unavailable) and at least one provider ran."""
+        """True when no constant of the graph differs from the spec's (`structure`), every
+        requested provider ran every case and passed (or, with allow_missing, was
+        unavailable), and at least one provider ran."""
         ran = [r for r in self.results if r.status != "unavailable"]
-        if not ran:
+        if not ran or self.structure.get("status") == "fail":
             return False
         bad = [r for r in self.results if r.status in ("fail", "error") or (r.status == "unavailable" and not self.allow_missing)]
         return not bad
@@ -61,13 +66,31 @@ class ValidationReport:
         for r in self.results:
             fmt = lambda v: "-" if math.isnan(v) else f"{v:.2e}"  # noqa: E731
             cos = "-" if math.isnan(r.cosine) else f"{r.cosine:.9f}"
-            rows.append((r.provider, r.ran_on or "-", r.case, fmt(r.max_abs_err), fmt(r.max_rel_err), cos, fmt(r.ref_err),
-                         r.status.upper() + (f" ({r.detail})" if r.detail and r.status != "pass" else "")))
+            rows.append((printable(r.provider), printable(r.ran_on or "-"), r.case, fmt(r.max_abs_err), fmt(r.max_rel_err),
+                         cos, fmt(r.ref_err), r.status.upper() + (f" ({printable(r.detail)})" if r.detail and r.status != "pass" else "")))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1] for row in rows]
         verdict = "PASSED" if self.passed else "FAILED"
         skipped = sorted({r.provider for r in self.results if r.status == "unavailable"})
-        tail = f"{verdict}: {os.path.basename(self.path)} ({self.form}, {self.dtype}, seed {self.seed})"
+        head = [_structure_line(self.structure)]
+        if self.graph_spec is not None:
+            head.append(f"spec: the one given ({_spec_text(self.spec)}), not the graph's own ({_spec_text(self.graph_spec)})")
+        tail = f"{verdict}: {printable(os.path.basename(self.path))} ({self.form}, {self.dtype}, seed {self.seed})"
         if skipped:
             tail += f"; unavailable: {', '.join(skipped)}" + (" (allowed)" if self.allow_missing else "")
-        return "\n".join(lines + [tail])
+        return "\n".join([printable(h) for h in head] + lines + [tail])
+
+
+def _structure_line(structure: dict) -> str:
+    from .structure import StructureResult
+
+    return StructureResult(**structure).line()
+
+
+def _spec_text(spec: dict) -> str:
+    from ..spec import RopeSpec
+
+    try:
+        return RopeSpec.from_dict(spec).describe()
+    except ValueError:
+        return "unreadable"

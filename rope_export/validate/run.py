@@ -8,6 +8,7 @@ torch module (parity) and with float64 maths (the reference bound).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from typing import Callable, Iterable, Sequence
@@ -20,12 +21,16 @@ from ..spec import RopeSpec
 from .cases import Case, make_cases
 from .compare import TOLERANCES, case_tolerance, compare, max_pair_norm_bound, reference_error_bound, unit_roundoff
 from .report import CaseResult, ValidationReport
+from .structure import check_structure
 from .runners import DEFAULT_PROVIDERS, PROVIDERS, OnnxRuntimeRunner, ReferenceRunner, TensorRTEngineRunner, TorchRunner, numpy_dtype
 
-__all__ = ["validate", "reference_bound", "MAX_HEAD_DIM", "MAX_HEADS"]
+__all__ = ["validate", "reference_bound", "MAX_HEAD_DIM", "MAX_HEADS", "DEFAULT_CASE_TIMEOUT"]
 
 # Far above any model's (largest head_dim in transformers 5.23: 512; heads: 128).
 MAX_HEAD_DIM, MAX_HEADS = 4096, 1024
+# A case is a few tensors of a few KB: milliseconds on any runtime, seconds on a GPU provider's
+# first run; a graph still running after this has a loop or a size no rotary has.
+DEFAULT_CASE_TIMEOUT = 60.0
 
 
 def reference_bound(spec: RopeSpec, case: Case, dtype: str) -> float:
@@ -46,6 +51,7 @@ def validate(
     cases: Iterable[Case] | None = None,
     progress: Callable[[str], None] | None = None,
     engine: str | os.PathLike | None = None,
+    case_timeout: float | None = DEFAULT_CASE_TIMEOUT,
 ) -> ValidationReport:
     """Run ``onnx_path`` on each requested onnxruntime provider and compare with torch.
 
@@ -63,13 +69,23 @@ def validate(
         progress: called with a short message before each provider x case.
         engine: also run this TensorRT engine (built from ``onnx_path``) as provider
             "tensorrt-engine"; unavailable without TensorRT and CUDA.
+        case_timeout: seconds one onnxruntime case may run (default `DEFAULT_CASE_TIMEOUT`);
+            a case past it is stopped and FAILS. None: no limit.
     Returns:
-        a `ValidationReport`; ``report.passed`` is the verdict.
+        a `ValidationReport`; ``report.passed`` is the verdict. Before any number runs, the
+        graph's constants and attributes are held bit for bit against what the spec implies
+        (``report.structure``, `structure.check_structure`); a difference FAILS.
     Raises:
         ValidationInputError: missing file, not ONNX, no spec, unexpected input names.
     """
     path = os.fspath(onnx_path)
+    providers = _provider_names(providers)
+    if case_timeout is not None and (isinstance(case_timeout, bool) or not isinstance(case_timeout, (int, float, np.integer, np.floating))
+                                     or not 0 < case_timeout < 1e6):
+        raise InputError(f"case_timeout must be a number of seconds in (0, 1e6) or None, got {case_timeout!r}")
+    case_timeout = None if case_timeout is None else float(case_timeout)
     info = read_graph(path)
+    overridden = spec is not None and info.spec is not None and spec != info.spec
     if spec is None:
         if info.spec is None:
             raise InputError(f"{path} has no 'rope_export.spec' metadata: pass the spec (--preset / --hf-config)")
@@ -79,23 +95,27 @@ def validate(
                          f"{sorted(info.inputs)} and outputs {sorted(info.outputs)}")
     if info.dtype not in DTYPE_NAMES:
         raise InputError(f"unknown rope_export.dtype metadata {info.dtype!r}")
-    if not providers:
-        raise InputError("providers: name at least one execution provider")
     heads_q, heads_k = (info.inputs[n].dims[1] if len(info.inputs[n].dims) == 4 else None for n in ("q", "k"))
     heads_q, heads_k = (heads_q if isinstance(heads_q, int) else 4), (heads_k if isinstance(heads_k, int) else 2)
     # Bound what the cases allocate before allocating it: a crafted file must not cost GBs.
     if spec.head_dim > MAX_HEAD_DIM or max(heads_q, heads_k) > MAX_HEADS:
         raise InputError(f"{path}: head_dim {spec.head_dim} and heads {heads_q}/{heads_k} exceed what validate runs "
                          f"(head_dim <= {MAX_HEAD_DIM}, heads <= {MAX_HEADS})")
-    seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
+    seed = _seed(seed)
     tol = {**TOLERANCES[info.dtype], **(tolerances or {})}
     report = ValidationReport(path=path, spec=spec.to_dict(), dtype=info.dtype, form=info.form, seed=seed, tolerance=tol,
-                              allow_missing=allow_missing)
+                              allow_missing=allow_missing,
+                              graph_spec=info.spec.to_dict() if overridden else None)
+    if progress:
+        progress("checking every constant against the spec")
+    structure = check_structure(_load_for_structure(path), info, spec)
+    report.structure = dataclasses.asdict(structure)
     case_list = list(cases) if cases is not None else make_cases(spec, info.dtype, heads_q, heads_k, seed, info.table_length)
     torch_runner, ref_runner = TorchRunner(spec), ReferenceRunner(spec)
     expected = {c.name: torch_runner.run(c) for c in case_list if not c.expect_error}
     exact = {c.name: ref_runner.run(c) for c in case_list if not c.expect_error}
-    factories = [(p, lambda p=p: OnnxRuntimeRunner(path, p)) for p in providers]
+    factories = [(p, lambda p=p: _within(case_timeout, lambda: OnnxRuntimeRunner(path, p, timeout=case_timeout)))
+                 for p in providers]
     if engine is not None:
         factories.append(("tensorrt-engine", lambda: TensorRTEngineRunner(os.fspath(engine), plugin=info.form == "plugin")))
     for provider, factory in factories:
@@ -112,17 +132,92 @@ def validate(
         if runner.unavailable:
             report.results.append(CaseResult(provider, "(all)", runner.ran_on, "unavailable", detail=runner.unavailable))
             continue
+        stopped = ""
         for i, case in enumerate(case_list):
+            if stopped:  # a graph that ran past the limit once would make every case wait it out
+                report.results.append(CaseResult(provider, case.name, runner.ran_on, "fail", detail=f"not run: {stopped}"))
+                continue
             if progress:
                 progress(f"[{provider} {i + 1}/{len(case_list)}] {case.name}")
-            report.results.append(_check_case(runner, case, spec, info.dtype, tol, expected.get(case.name),
-                                              exact.get(case.name)))
+            result = _check_case(runner, case, spec, info.dtype, tol, expected.get(case.name), exact.get(case.name))
+            report.results.append(result)
+            if result.detail.startswith("ran past"):
+                stopped = f"the case before {result.detail}"
     return report
+
+
+def _within(seconds: float | None, make):
+    """``make()``, or TimeoutError when it runs past ``seconds`` (onnxruntime folds constants while
+    it loads a session, with no way to stop it: it is left to finish in a daemon thread)."""
+    if seconds is None:
+        return make()
+    import threading
+
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = make()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"loading the session ran past {seconds:g} s (the case time limit)")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _load_for_structure(path: str):
+    """The model with its external data loaded, when it has any and it is no larger than the
+    structural check compares (else left unloaded: the check says so)."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    from .structure import MAX_REBUILD_BYTES
+
+    model = onnx.load(path, load_external_data=False)
+    external = [t for t in model.graph.initializer if uses_external_data(t)]
+    if external:
+        base = os.path.dirname(os.path.abspath(path))
+        files = {dict((e.key, e.value) for e in t.external_data).get("location", "") for t in external}
+        try:
+            size = sum(os.path.getsize(os.path.join(base, f)) for f in files)
+            if size <= MAX_REBUILD_BYTES:
+                load_external_data_for_model(model, base)
+        except (OSError, ValueError, RuntimeError):
+            pass  # unreadable or unsafe locations: the comparison reports them as not checked
+    return model
+
+
+def _provider_names(providers) -> list[str]:
+    """A list of provider names; a string is one name or a comma-separated list ("cuda,cpu")."""
+    if isinstance(providers, str):
+        providers = providers.split(",")
+    if isinstance(providers, (bytes, bytearray)) or not all(isinstance(p, str) for p in providers):
+        raise InputError(f"providers must be provider names (strings), got {providers!r}")
+    names = [p.strip() for p in providers]
+    if not names or not all(names):
+        raise InputError(f"providers: name at least one execution provider, got {providers!r}")
+    return names
+
+
+def _seed(seed) -> int:
+    if seed is None:
+        return random.SystemRandom().randrange(2**31)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+        raise InputError(f"seed must be an int in [0, 2**63), got {seed!r}")
+    return int(seed)
 
 
 def _check_case(runner, case: Case, spec: RopeSpec, dtype: str, tol: dict, expected, exact) -> CaseResult:
     try:
         got = runner.run(case)
+    except TimeoutError as exc:  # a graph that hangs FAILS, refusal or not
+        return CaseResult(runner.name, case.name, runner.ran_on, "fail", detail=str(exc))
     except Exception as exc:  # noqa: BLE001
         if case.expect_error:
             return CaseResult(runner.name, case.name, runner.ran_on, "pass", detail="refused")

@@ -9,6 +9,7 @@ A runner that cannot run here says why in ``unavailable`` (never raises for that
 from __future__ import annotations
 
 import os
+import threading
 from typing import Protocol
 
 import numpy as np
@@ -77,12 +78,14 @@ class OnnxRuntimeRunner:
     Args:
         model: a file path or the serialized model bytes.
         provider: "cpu", "cuda", ... (`PROVIDERS`) or a full onnxruntime provider name.
+        timeout: seconds one `run` may take; past it onnxruntime is told to stop and the run
+            raises `TimeoutError` (None: no limit).
     """
 
-    def __init__(self, model: str | bytes, provider: str):
+    def __init__(self, model: str | bytes, provider: str, timeout: float | None = None):
         import onnxruntime as ort
 
-        self.name = provider
+        self.name, self.timeout = provider, timeout
         self.requested = PROVIDERS.get(provider, provider)
         self.session = None
         self.ran_on: str | None = None
@@ -98,6 +101,10 @@ class OnnxRuntimeRunner:
             # Never place a node on the CPU behind our back when a GPU provider was asked for:
             # the session fails to load instead, and the report says so.
             options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        if isinstance(model, str) and not _utf8(model):
+            # onnxruntime takes paths as UTF-8: a name that is not (bytes a filesystem allows) is read here.
+            with open(model, "rb") as fh:
+                model = fh.read()
         session = ort.InferenceSession(model, sess_options=options, providers=[self.requested])
         session.disable_fallback()  # a failing run raises instead of retrying on other providers
         self.ran_on = session.get_providers()[0]
@@ -110,15 +117,34 @@ class OnnxRuntimeRunner:
     def input_names(self) -> list[str]:
         return [i.name for i in self.session.get_inputs()]
 
-    def run_feeds(self, feeds: dict) -> list[np.ndarray]:
-        """Run any graph: ``{input name: numpy array}`` -> its outputs, in graph order."""
-        return self.session.run(None, feeds)
+    def run_feeds(self, feeds: dict, outputs: list[str] | None = None) -> list[np.ndarray]:
+        """Run any graph: ``{input name: numpy array}`` -> its outputs, in graph order (or
+        ``outputs``'), within `timeout`. A refused input raises onnxruntime's error, and only
+        raises: nothing is logged (an expected refusal must not print as an error)."""
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.log_severity_level = 4  # the exception carries the message
+        timer = None
+        if self.timeout is not None:
+            timer = threading.Timer(self.timeout, lambda: setattr(options, "terminate", True))
+            timer.daemon = True
+            timer.start()
+        try:
+            return self.session.run(outputs, feeds, options)
+        except Exception:
+            if options.terminate:
+                raise TimeoutError(f"ran past {self.timeout:g} s (the case time limit) and was stopped") from None
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def run(self, case: Case) -> tuple[np.ndarray, np.ndarray]:
         """The outputs as the runtime returned them (shape and dtype unchanged: the comparator
         checks them before any number)."""
         feeds = {"q": _to_numpy(case.q), "k": _to_numpy(case.k), "position_ids": case.position_ids.numpy()}
-        q, k = self.session.run(["q_rot", "k_rot"], feeds)
+        q, k = self.run_feeds(feeds, ["q_rot", "k_rot"])
         return q, k
 
 
@@ -164,6 +190,14 @@ class TensorRTEngineRunner:
             raise RuntimeError("TensorRT execution failed")
         stream.synchronize()
         return tuple(_to_numpy(outs[n].cpu()) for n in ("q_rot", "k_rot"))
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def numpy_dtype(dtype: torch.dtype):

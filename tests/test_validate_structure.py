@@ -1,0 +1,189 @@
+"""rope_export.validate.structure: PASS means every constant of the graph, not a sample. Each
+tampered graph here changes values no numeric case hits (a table row, one ulp of a frequency, a
+plugin attribute onnxruntime ignores): the structural check fails it, naming the constant."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+import rope_export as rx
+from rope_export.cli import main
+from rope_export.export import build_onnx, read_graph
+from rope_export.validate.structure import check_structure
+
+pytest.importorskip("onnxruntime")
+
+
+def _save(model, path) -> str:
+    onnx.save(model, path)
+    return str(path)
+
+
+def _edit_initializer(model, name_prefix: str, edit) -> None:
+    for t in model.graph.initializer:
+        if t.name.startswith(name_prefix):
+            a = numpy_helper.to_array(t).copy()
+            edit(a)
+            t.CopyFrom(numpy_helper.from_array(a, t.name))
+            return
+    raise AssertionError(f"no initializer {name_prefix!r}")
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    return {(p, f): build_onnx(rx.load_preset(p), form=f) for p, f in
+            [("mistral-7b", "table"), ("mistral-7b", "fused"), ("qwen2-vl-7b", "plugin"), ("qwen2-vl-7b", "table"),
+             ("gpt-oss-20b", "fused")]}
+
+
+def _tampered(graphs, key, change):
+    model = onnx.ModelProto()
+    model.CopyFrom(graphs[key])
+    change(model)
+    return model
+
+
+def _row_1000_is_row_1001(a):
+    a[1000] = a[1001]
+
+
+def _flip_sin_at_20000(a):
+    a[20000, 3] = -a[20000, 3]
+
+
+def _slowest_freq_one_ulp_up(a):
+    a[-1] = np.nextafter(a[-1], np.float32(1))
+
+
+def _plugin_attribute(name, value):
+    def change(model):
+        for node in model.graph.node:
+            for attr in node.attribute:
+                if attr.name == name:
+                    attr.i = value
+    return change
+
+
+def _scaling_one_ulp_up(model):
+    # gpt-oss's YaRN attention scaling is a float32 scalar constant multiplying cos and sin.
+    for t in model.graph.initializer:
+        a = numpy_helper.to_array(t)
+        if a.dtype == np.float32 and a.size == 1 and abs(float(a.reshape(-1)[0]) - rx.load_preset("gpt-oss-20b").attention_scaling) < 1e-6:
+            t.CopyFrom(numpy_helper.from_array(np.nextafter(a, np.float32(2)), t.name))
+            return
+    raise AssertionError("no attention-scaling constant")
+
+
+TAMPERS = {
+    "table row 1000 := row 1001": (("mistral-7b", "table"), lambda m: _edit_initializer(m, "cos_table", _row_1000_is_row_1001),
+                                  r"initializer 'cos_table' differs from the spec's at index \[1000, "),
+    "one sin value at row 20000 negated": (("mistral-7b", "table"), lambda m: _edit_initializer(m, "sin_table", _flip_sin_at_20000),
+                                          r"initializer 'sin_table' differs from the spec's at index \[20000, 3\]"),
+    "an M-RoPE stream's row 3000": (("qwen2-vl-7b", "table"),
+                                   lambda m: _edit_initializer(m, "cos_table_1", lambda a: a.__setitem__(3000, a[3001])),
+                                   r"initializer 'cos_table_1' differs from the spec's at index \[3000, "),
+    "slowest inv_freq one ulp up": (("mistral-7b", "fused"), lambda m: _edit_initializer(m, "rope.inv_freq", _slowest_freq_one_ulp_up),
+                                    r"initializer 'rope.inv_freq' differs from the spec's at index \[63\]"),
+    "gpt-oss attention scaling one ulp up": (("gpt-oss-20b", "fused"), _scaling_one_ulp_up, r"differs from the spec's"),
+    "plugin head_dim=64": (("qwen2-vl-7b", "plugin"), _plugin_attribute("head_dim", 64),
+                           r"MultiAxisRotary.*attribute 'head_dim' is 64, the spec implies 128"),
+    "plugin num_heads=64": (("qwen2-vl-7b", "plugin"), _plugin_attribute("num_heads", 64),
+                            r"attribute 'num_heads' is 64, the spec implies"),
+}
+
+
+@pytest.mark.parametrize("name", list(TAMPERS))
+def test_a_constant_no_case_samples_fails_naming_it(graphs, tmp_path, name):
+    key, change, message = TAMPERS[name]
+    path = _save(_tampered(graphs, key, change), tmp_path / "t.onnx")
+    result = check_structure(onnx.load(path), read_graph(path))
+    assert result.status == "fail" and pytest.approx(0) != result.constants
+    assert __import__("re").search(message, result.detail), result.detail
+    report = rx.validate(path, seed=1)
+    assert not report.passed and report.structure["status"] == "fail"
+    assert "structure: FAIL" in report.table()
+
+
+def test_every_form_passes_structurally(tmp_path):
+    """One graph per form (tests/test_validate.py holds every preset's default graph to it)."""
+    cases = [("mistral-7b", "decomposed"), ("gpt-oss-20b", "contrib"), ("llama-4-scout", "plugin"),
+             ("phi-3-mini-128k", "fused"), ("pixtral-12b", "table")]
+    for preset, form in cases:
+        path = rx.export_onnx(rx.load_preset(preset), tmp_path / f"{preset}-{form}.onnx", form=form, dtype="float16")
+        result = check_structure(onnx.load(path), read_graph(path))
+        assert result.status == "pass" and result.constants > 0, (preset, form, result)
+
+
+def test_another_structure_is_said_not_to_apply_and_numbers_decide(graphs, tmp_path):
+    model = onnx.ModelProto()
+    model.CopyFrom(graphs[("mistral-7b", "fused")])
+    producer = next(n for n in model.graph.node if "q_rot" in n.output)
+    producer.output[list(producer.output).index("q_rot")] = "q_rot_raw"
+    model.graph.node.append(helper.make_node("Identity", ["q_rot_raw"], ["q_rot"]))
+    path = _save(model, tmp_path / "rewritten.onnx")
+    report = rx.validate(path, seed=2)
+    assert report.structure["status"] == "not applicable" and "nodes" in report.structure["detail"]
+    assert report.passed and "structure: not applicable" in report.table()
+    # No metadata at all, the spec given: rebuilt as its nodes say (fused, opset 23), every constant checked.
+    bare = onnx.ModelProto()
+    bare.CopyFrom(graphs[("mistral-7b", "fused")])
+    del bare.metadata_props[:]
+    path = _save(bare, tmp_path / "bare.onnx")
+    report = rx.validate(path, rx.load_preset("mistral-7b"), seed=2)
+    assert report.structure["status"] == "pass" and report.passed
+    # Metadata relabelled to another form and opset: rebuilt as its nodes say, and said so.
+    relabelled = onnx.ModelProto()
+    relabelled.CopyFrom(graphs[("mistral-7b", "table")])
+    for prop in relabelled.metadata_props:
+        if prop.key == "rope_export.form":
+            prop.value = "fused"
+    _edit_initializer(relabelled, "cos_table", _row_1000_is_row_1001)
+    path = _save(relabelled, tmp_path / "relabelled.onnx")
+    result = check_structure(onnx.load(path), read_graph(path))
+    assert result.status == "fail" and "cos_table" in result.detail, result
+
+
+def test_a_given_spec_that_overrides_the_graphs_own_is_said_and_checked(graphs, tmp_path, capsys):
+    path = _save(graphs[("mistral-7b", "fused")], tmp_path / "mistral.onnx")
+    assert main(["validate", path, "--preset", "llama-3.1-8b", "--seed", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "spec: the one given" in out and "not the graph's own" in out and "structure: FAIL" in out
+
+
+def _looping_graph(graphs, tmp_path) -> str:
+    """A graph with rope_export's metadata whose q_rot waits on a Loop of 2^62 iterations."""
+    model = onnx.ModelProto()
+    model.CopyFrom(graphs[("mistral-7b", "fused")])
+    g = model.graph
+    body = helper.make_graph(
+        [helper.make_node("Add", ["x_in", "one"], ["x_out"]), helper.make_node("Identity", ["c_in"], ["c_out"])], "body",
+        [helper.make_tensor_value_info("i", onnx.TensorProto.INT64, []),
+         helper.make_tensor_value_info("c_in", onnx.TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x_in", onnx.TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("c_out", onnx.TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x_out", onnx.TensorProto.FLOAT, [])],
+        [helper.make_tensor("one", onnx.TensorProto.FLOAT, [], [0.0])])
+    producer = next(n for n in g.node if "q_rot" in n.output)
+    producer.output[list(producer.output).index("q_rot")] = "q_rot_raw"
+    g.initializer.extend([numpy_helper.from_array(np.array(2**62, dtype=np.int64), "trips"),
+                          numpy_helper.from_array(np.array(True), "go"), numpy_helper.from_array(np.array(0.0, dtype=np.float32), "x0")])
+    g.node.extend([helper.make_node("Loop", ["trips", "go", "x0"], ["spun"], body=body),
+                   helper.make_node("Add", ["q_rot_raw", "spun"], ["q_rot"])])
+    return _save(model, tmp_path / "loop.onnx")
+
+
+def test_a_graph_that_never_finishes_fails_per_case(graphs, tmp_path, capsys):
+    import time
+
+    path = _looping_graph(graphs, tmp_path)
+    start = time.monotonic()
+    report = rx.validate(path, seed=1, case_timeout=1.0)
+    assert time.monotonic() - start < 60
+    ran = [r for r in report.results if r.status != "unavailable"]
+    assert not report.passed and ran and all(r.status == "fail" and "case time limit" in r.detail for r in ran)
+    assert "not run" in ran[-1].detail and time.monotonic() - start < 30  # one case waits out the limit, not each
+    assert main(["validate", path, "--case-timeout", "0.5", "--seed", "1"]) == 1
+    assert "ran past 0.5 s" in capsys.readouterr().out
