@@ -9,7 +9,7 @@ from typing import Union
 
 from .values import FLOAT32_MAX, float32_tuple, positive_int, positive_number
 
-__all__ = ["DynamicNTK", "LongRopeSwitch", "LengthRule"]
+__all__ = ["DynamicNTK", "LongRopeSwitch", "LengthRule", "rule_from_dict"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,21 @@ class LongRopeSwitch:
 
 
 LengthRule = Union[DynamicNTK, LongRopeSwitch]
+
+
+def rule_from_dict(rule) -> LengthRule | None:
+    """A length rule from its `RopeSpec.to_dict` form (None stays None)."""
+    if rule is None:
+        return None
+    if not isinstance(rule, dict):
+        raise ValueError(f"length_rule must be an object, got {type(rule).__name__}")
+    rule = dict(rule)
+    kind = rule.pop("kind", None)
+    if kind == "dynamic":
+        return DynamicNTK(**rule)
+    if kind == "longrope":
+        return LongRopeSwitch(**rule)
+    raise ValueError(f"length_rule.kind must be 'dynamic' or 'longrope', got {kind!r}")
 
 
 def _bounded_length(value, name: str) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 
 from . import frequencies as F
 from .axes import axial_axes, mrope_axes
-from .length_rules import DynamicNTK, LengthRule, LongRopeSwitch
+from .length_rules import DynamicNTK, LengthRule, LongRopeSwitch, rule_from_dict
 from .values import FLOAT32_MAX, float32_tuple, freeze, thaw
 
 __all__ = ["RopeSpec", "DynamicNTK", "LongRopeSwitch", "LAYOUTS"]
@@ -317,44 +317,25 @@ class RopeSpec:
         Raises:
             ValueError: not JSON, not an object, unknown fields, or fields of the wrong type.
         """
-        if isinstance(data, str):
-            try:
+        try:
+            if isinstance(data, str):
                 data = json.loads(data)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"RopeSpec JSON: {exc}") from None
-            except RecursionError:
-                raise ValueError("RopeSpec JSON: nested too deeply") from None
-        try:
-            return cls._from_fields(data)
-        except RecursionError:
-            raise ValueError("RopeSpec: nested too deeply") from None
-
-    @classmethod
-    def _from_fields(cls, data) -> "RopeSpec":
-        if not isinstance(data, Mapping):
-            raise ValueError(f"RopeSpec: expected an object of fields, got {type(data).__name__}")
-        data = dict(data)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown RopeSpec fields: {sorted(unknown)}")
-        try:
-            rule = data.get("length_rule")
-            if rule is not None:
-                rule = dict(rule)
-                kind = rule.pop("kind", None)
-                if kind == "dynamic":
-                    data["length_rule"] = DynamicNTK(**rule)
-                elif kind == "longrope":
-                    data["length_rule"] = LongRopeSwitch(**rule)
-                else:
-                    raise ValueError(f"length_rule.kind must be 'dynamic' or 'longrope', got {kind!r}")
+            if not isinstance(data, Mapping):
+                raise ValueError(f"RopeSpec: expected an object of fields, got {type(data).__name__}")
+            unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+            if unknown:
+                raise ValueError(f"unknown RopeSpec fields: {sorted(unknown)}")
+            data = {**data, "length_rule": rule_from_dict(data.get("length_rule"))}
             for key in ("inv_freq", "axis_of_pair"):
                 if key in data:
                     if not isinstance(data[key], (list, tuple)):
                         raise ValueError(f"{key} must be a list, got {type(data[key]).__name__}")
                     data[key] = tuple(data[key])
             return cls(**data)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"RopeSpec JSON: {exc}") from None
+        except RecursionError:
+            raise ValueError("RopeSpec: nested too deeply") from None
         except TypeError as exc:  # a field of the wrong type deep inside
             raise ValueError(f"RopeSpec: a field has the wrong type ({exc})") from None
 
