@@ -100,19 +100,20 @@ def cmd_inspect(args) -> int:
 
 def cmd_validate(args) -> int:
     spec = _spec_from_args(args, required=False)
-    providers = [p.strip() for p in args.providers.split(",") if p.strip()]
     tolerances = {k: v for k, v in (("rtol", args.rtol), ("atol", args.atol)) if v is not None}
-    return _validate(args.onnx, spec, providers=providers, seed=args.seed, allow_missing=args.allow_missing,
-                     tolerances=tolerances or None, engine=args.engine, json_path=args.json, case_timeout=args.case_timeout)
+    return _validate(args.onnx, spec, providers=args.providers, seed=args.seed, allow_missing=args.allow_missing,
+                     tolerances=tolerances or None, engine=args.engine, json_path=args.json, case_timeout=args.case_timeout,
+                     require_structure=args.require_structure)
 
 
 def _validate(path, spec, *, providers, seed=None, allow_missing=False, tolerances=None, engine=None,
-              json_path=None, case_timeout=60.0) -> int:
+              json_path=None, case_timeout=60.0, require_structure=False) -> int:
     from ._util import atomic_write, clear_progress, stderr_progress
     from .validate import validate
 
     report = validate(path, spec, providers=providers, seed=seed, allow_missing=allow_missing, tolerances=tolerances,
-                      progress=stderr_progress, engine=engine, case_timeout=case_timeout)
+                      progress=stderr_progress, engine=engine, case_timeout=case_timeout,
+                      require_structure=require_structure)
     clear_progress()
     print(report.table())
     if json_path:

@@ -48,6 +48,16 @@ def _seed(text: str) -> int:
     return value
 
 
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def _seconds(text: str) -> float | None:
     if text.lower() == "none":
         return None
@@ -102,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("export", help="write the rotary graph of a preset or config.json")
     _add_spec_args(p)
     p.add_argument("--out", default="rope.onnx", help="output file")
-    p.add_argument("--opset", type=_positive_int, default=23, help="ONNX opset (17..; fused, table and plugin need 23)")
+    p.add_argument("--opset", type=_positive_int, default=23, help="ONNX opset, 17 to 25 (fused, table and plugin need 23)")
     p.add_argument("--form", default="auto", choices=FORM_NAMES, help="graph form (README: Forms)")
     p.add_argument("--table-length", type=_positive_int, help="form table: rows of the cos/sin table (default max_position_embeddings)")
     p.add_argument("--force", action="store_true", help="form table: write a table larger than the cap (the size is in the error)")
@@ -121,8 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--case-timeout", type=_seconds, default=60.0,
                    help="seconds one case may run on a runtime before it is stopped and FAILS ('none': no limit)")
     p.add_argument("--json", help="write the full report here")
-    p.add_argument("--rtol", type=float, help="override the dtype's relative tolerance (README: Validate)")
-    p.add_argument("--atol", type=float, help="override the dtype's absolute tolerance")
+    p.add_argument("--rtol", type=_tolerance, help="override the dtype's relative tolerance (README: Validate)")
+    p.add_argument("--atol", type=_tolerance, help="override the dtype's absolute tolerance")
+    p.add_argument("--require-structure", action="store_true",
+                   help="FAIL a graph whose constants cannot be proven (structure 'not applicable'), not only a wrong one")
 
     p = command("build-engine", help="build a TensorRT engine (needs TensorRT's builder)")
     p.add_argument("onnx", help="an exported graph")

@@ -289,3 +289,26 @@ def test_auto_form_picks_table_where_it_applies():
     assert resolve_form("auto", 23, rx.load_preset("phi-3-mini-128k")) == "fused"  # length rule
     assert resolve_form("auto", 23, rx.RopeSpec.standard(64)) == "fused"  # no known context length
     assert resolve_form("auto", 22, rx.load_preset("mistral-7b")) == "decomposed"
+
+
+@pytest.mark.parametrize("opset", [24, 25])
+def test_every_form_at_the_newest_tested_opsets_checks_and_validates(tmp_path, opset):
+    from rope_export.export.forms import TESTED_OPSET
+
+    assert opset <= TESTED_OPSET
+    spec = rx.load_preset("qwen2-vl-7b")
+    for form in rx.export.forms_for(spec, opset):
+        path = rx.export_onnx(spec, tmp_path / f"{form}.onnx", opset=opset, form=form)
+        model = onnx.load(path)
+        onnx.checker.check_model(model, full_check=True)
+        assert model.opset_import[0].version == opset or any(o.domain == "" and o.version == opset for o in model.opset_import)
+        if form == "plugin":  # a TensorRT plugin node: onnxruntime cannot run it
+            continue
+        report = rx.validate(path, seed=opset)
+        assert report.structure["status"] == "pass", (form, report.structure)
+        assert report.passed, (form, report.table())
+
+
+def test_opsets_past_the_tested_one_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="opset must be an int from 17 to 25"):
+        rx.export_onnx(rx.load_preset("mistral-7b"), tmp_path / "x.onnx", opset=26)

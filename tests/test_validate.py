@@ -158,3 +158,43 @@ def test_pytest_plugin_and_helper(files, tmp_path):
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         bad = run("--rope-providers", "cuda,cpu")
         assert bad.returncode == 1 and "UNAVAILABLE" in bad.stdout
+
+
+def test_bad_options_exit_2_before_anything_runs(files, capsys):
+    path = files["mistral-7b"]
+    # A typo is not a provider that is merely unavailable (--allow-missing would pass it).
+    assert main(["validate", path, "--providers", "cpu,cdua", "--allow-missing"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown provider 'cdua'" in err and "cuda" in err
+    for bad in ("nan", "-1e-5", "inf"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["validate", path, "--rtol", bad])
+        assert exit_.value.code == 2
+    with pytest.raises(rx.validate.ValidationInputError, match="finite number >= 0"):
+        rx.validate(path, tolerances={"atol": float("nan")})
+    with pytest.raises(rx.validate.ValidationInputError, match="keys rtol"):
+        rx.validate(path, tolerances={"rtl": 1e-3})
+    # A spec that does not fit the graph: said up front, not as every case's shape error.
+    assert main(["validate", path, "--preset", "qwen2-vl-7b"]) == 2
+    assert "position_ids has rank 2, but the spec has 3 position axes" in capsys.readouterr().err
+    with pytest.raises(rx.validate.ValidationInputError, match="q's head_dim is 128, the spec's 64"):
+        rx.validate(path, rx.load_preset("gpt-oss-20b"))
+
+
+def test_one_provider_named_twice_runs_once(files):
+    report = rx.validate(files["mistral-7b"], providers=("cpu", "CPUExecutionProvider", "cpu"), seed=4)
+    assert report.passed and {r.provider for r in report.results} == {"cpu"}
+    assert len(report.results) == len({r.case for r in report.results})
+
+
+def test_json_is_strict_and_nothing_ran_is_said(files, tmp_path):
+    import onnxruntime as ort
+
+    report = rx.validate(files["mistral-7b"], providers=("cpu",), seed=5)
+    data = json.loads(report.to_json(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    refused = [r for r in data["results"] if r["case"].startswith("past the table")]
+    assert refused and refused[0]["max_abs_err"] is None  # not NaN: strict JSON readers take it
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has CUDA: a run where no provider ran cannot be shown here")
+    nothing = rx.validate(files["mistral-7b"], providers=("cuda",), allow_missing=True, seed=5)
+    assert not nothing.passed and "; no provider ran" in nothing.table().splitlines()[-1]

@@ -127,6 +127,12 @@ def test_another_structure_is_said_not_to_apply_and_numbers_decide(graphs, tmp_p
     report = rx.validate(path, seed=2)
     assert report.structure["status"] == "not applicable" and "nodes" in report.structure["detail"]
     assert report.passed and "structure: not applicable" in report.table()
+    # Required: a graph whose constants were not all proven FAILS, and says why.
+    strict = rx.validate(path, seed=2, require_structure=True)
+    assert not strict.passed and "constants not proven (required)" in strict.table()
+    assert main(["validate", path, "--seed", "2", "--require-structure"]) == 1
+    assert rx.validate(rx.export_onnx(rx.load_preset("mistral-7b"), tmp_path / "plain.onnx"), seed=2,
+                       require_structure=True).passed
     # No metadata at all, the spec given: rebuilt as its nodes say (fused, opset 23), every constant checked.
     bare = onnx.ModelProto()
     bare.CopyFrom(graphs[("mistral-7b", "fused")])

@@ -29,7 +29,7 @@ from .._util import FORM_NAMES, torch_dtype
 from ..axes import stream_order
 from ..spec import RopeSpec
 
-__all__ = ["FORMS", "MIN_OPSET", "FUSED_OPSET", "TABLE_CAP_BYTES", "TABLE_LIMIT_BYTES", "max_opset", "check_table_size",
+__all__ = ["FORMS", "MIN_OPSET", "FUSED_OPSET", "TESTED_OPSET", "TABLE_CAP_BYTES", "TABLE_LIMIT_BYTES", "max_opset", "check_table_size",
            "resolve_form", "form_refusal", "forms_for",
            "table_bytes"]
 
@@ -46,11 +46,17 @@ TABLE_CAP_BYTES = 64 << 20
 TABLE_LIMIT_BYTES = 1 << 30
 
 
+# The newest opset every form is tested at: torch 2.13's exporter writes opsets 26-28 with
+# RotaryEmbedding under an older domain version, which onnx's checker refuses.
+TESTED_OPSET = 25
+
+
 def max_opset() -> int:
-    """The newest opset the installed onnx package knows (its checker refuses any later one)."""
+    """The newest opset export writes: `TESTED_OPSET`, or the installed onnx package's newest
+    when that is older (its checker refuses any later one)."""
     import onnx
 
-    return onnx.defs.onnx_opset_version()
+    return min(TESTED_OPSET, onnx.defs.onnx_opset_version())
 
 
 def check_table_size(spec: RopeSpec, length: int, dtype: str = "float32", force: bool = False) -> None:
@@ -62,10 +68,10 @@ def check_table_size(spec: RopeSpec, length: int, dtype: str = "float32", force:
         mib = size / 2**20
         if size > TABLE_LIMIT_BYTES:
             raise ValueError(f"table_length {length} makes {mib:,.0f} MiB of cos/sin tables, past the {TABLE_LIMIT_BYTES >> 20} "
-                             "MiB an ONNX file can hold beside its graph: use form='fused' (angles computed in the graph)")
+                             "MiB an ONNX file can hold beside its graph: use form='fused' (--form fused: angles computed in the graph)")
         raise ValueError(f"table_length {length} makes {mib:,.0f} MiB of cos/sin tables, above the {TABLE_CAP_BYTES >> 20} MiB "
                          "cap (the most the automatic form choice embeds): pass force=True (--force) to write it, or "
-                         "use form='fused'")
+                         "use form='fused' (--form fused)")
 
 
 def table_bytes(spec: RopeSpec, length: int, dtype: str = "float32") -> int:
@@ -97,8 +103,8 @@ def resolve_form(form: str, opset: int, spec: RopeSpec | None = None, dtype: str
             (with ``spec``) a form that cannot represent the spec.
     """
     if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= max_opset():
-        raise ValueError(f"opset must be an int from {MIN_OPSET} to {max_opset()} (the newest the installed onnx "
-                         f"knows), got {opset!r}")
+        raise ValueError(f"opset must be an int from {MIN_OPSET} to {max_opset()} (the newest tested with the installed "
+                         f"torch and onnx), got {opset!r}")
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     if form == "auto":

@@ -196,7 +196,7 @@ def export_onnx(spec: RopeSpec, path: str | os.PathLike, *, opset: int = 23, for
     Args:
         spec: the rotary description.
         path: output file; written atomically (a failure leaves nothing at ``path``).
-        opset: 17..23+; "fused", "table" and "plugin" need 23.
+        opset: 17 to 25 (`forms.max_opset`); "fused", "table" and "plugin" need 23.
         form: "auto" | "fused" | "decomposed" | "table" | "contrib" | "plugin"
             (`rope_export.export.forms`).
         dtype: activation dtype of q/k and outputs: "float32" | "float16" | "bfloat16"

@@ -29,8 +29,10 @@ __all__ = ["OP_TYPE", "DOMAIN", "PLUGIN_VERSION", "plugin_function", "build_plug
 OP_TYPE, DOMAIN, PLUGIN_VERSION = "MultiAxisRotary", "rope_export", "1"
 
 
-def plugin_function() -> ir.Function:
-    """The generic body: every spec-dependent number is an input or an attribute reference."""
+def plugin_function(opset: int = 23) -> ir.Function:
+    """The generic body: every spec-dependent number is an input or an attribute reference.
+    ``opset``: the model's (a function must import the default domain at the model's version;
+    the body's ops mean the same from 23 to 25)."""
     from onnxscript import opset23 as op
     from onnxscript import script
     from onnxscript.values import Opset
@@ -49,6 +51,7 @@ def plugin_function() -> ir.Function:
         return op.RotaryEmbedding(x, cos, sin, interleaved=interleaved, rotary_embedding_dim=rotary_dim, num_heads=num_heads)
 
     function = ir.serde.deserialize_function(MultiAxisRotary.to_function_proto())
+    function.opset_imports[""] = opset
     # The plugin-only attributes are declared too, so checkers accept them on the node.
     for name, value in (("plugin_namespace", DOMAIN), ("plugin_version", PLUGIN_VERSION), ("aot", 1)):
         function.attributes[name] = ir.Attr(name, ir.AttributeType.STRING if isinstance(value, str) else ir.AttributeType.INT, value)
@@ -101,5 +104,5 @@ def build_plugin_model(spec: RopeSpec, *, opset: int, dtype: str, num_q_heads: i
         nodes.append(node)
         outputs.append(node.outputs[0])
     graph = ir.Graph([q, k, pos], outputs, nodes=nodes, initializers=[inv_freq, axis_of_pair], opset_imports={"": opset, DOMAIN: 1}, name="rope_export_plugin")
-    function = plugin_function()
+    function = plugin_function(opset)
     return ir.Model(graph, ir_version=10, producer_name="rope_export", functions=[function])

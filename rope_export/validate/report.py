@@ -39,14 +39,16 @@ class ValidationReport:
     allow_missing: bool = False
     graph_spec: dict | None = None  # the graph's own spec, where the one checked against was given instead
     structure: dict = field(default_factory=lambda: {"status": "not applicable", "detail": "not checked"})
+    require_structure: bool = False  # "not applicable" structure FAILS too
 
     @property
     def passed(self) -> bool:
-        """True when no constant of the graph differs from the spec's (`structure`), every
-        requested provider ran every case and passed (or, with allow_missing, was
-        unavailable), and at least one provider ran."""
+        """True when no constant of the graph differs from the spec's (`structure`; with
+        require_structure, every constant was proven), every requested provider ran every case
+        and passed (or, with allow_missing, was unavailable), and at least one provider ran."""
         ran = [r for r in self.results if r.status != "unavailable"]
-        if not ran or self.structure.get("status") == "fail":
+        status = self.structure.get("status")
+        if not ran or status == "fail" or (self.require_structure and status != "pass"):
             return False
         bad = [r for r in self.results if r.status in ("fail", "error") or (r.status == "unavailable" and not self.allow_missing)]
         return not bad
@@ -57,7 +59,8 @@ class ValidationReport:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v)
+        """Strict JSON: a number no case measured is null, never NaN."""
+        return json.dumps(_no_nan(self.to_dict()), indent=2, allow_nan=False)
 
     def table(self) -> str:
         """Compact provider x case x error x verdict table. "vs f64" is the largest distance
@@ -76,9 +79,23 @@ class ValidationReport:
         if self.graph_spec is not None:
             head.append(f"spec: the one given ({_spec_text(self.spec)}), not the graph's own ({_spec_text(self.graph_spec)})")
         tail = f"{verdict}: {printable(os.path.basename(self.path))} ({self.form}, {self.dtype}, seed {self.seed})"
+        if not any(r.status != "unavailable" for r in self.results):
+            tail += "; no provider ran"
         if skipped:
             tail += f"; unavailable: {', '.join(skipped)}" + (" (allowed)" if self.allow_missing else "")
+        if self.require_structure and self.structure.get("status") != "pass":
+            tail += "; constants not proven (required)"
         return "\n".join([printable(h) for h in head] + lines + [tail])
+
+
+def _no_nan(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_no_nan(v) for v in value]
+    return value
 
 
 def _structure_line(structure: dict) -> str:

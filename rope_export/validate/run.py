@@ -17,7 +17,8 @@ import numpy as np
 
 from .._util import DTYPE_NAMES, InputError
 from ..export.metadata import read_graph
-from ..spec import RopeSpec
+from ..export.graph import MAX_GRAPH_HEADS
+from ..spec import MAX_HEAD_DIM, RopeSpec
 from .cases import Case, make_cases
 from .compare import TOLERANCES, case_tolerance, compare, max_pair_norm_bound, reference_error_bound, unit_roundoff
 from .report import CaseResult, ValidationReport
@@ -26,8 +27,8 @@ from .runners import DEFAULT_PROVIDERS, PROVIDERS, OnnxRuntimeRunner, ReferenceR
 
 __all__ = ["validate", "reference_bound", "MAX_HEAD_DIM", "MAX_HEADS", "DEFAULT_CASE_TIMEOUT"]
 
-# Far above any model's (largest head_dim in transformers 5.23: 512; heads: 128).
-MAX_HEAD_DIM, MAX_HEADS = 4096, 1024
+# The bounds export keeps to (largest in transformers 5.25: head_dim 512, 128 heads).
+MAX_HEADS = MAX_GRAPH_HEADS
 # A case is a few tensors of a few KB: milliseconds on any runtime, seconds on a GPU provider's
 # first run; a graph still running after this has a loop or a size no rotary has.
 DEFAULT_CASE_TIMEOUT = 60.0
@@ -52,6 +53,7 @@ def validate(
     progress: Callable[[str], None] | None = None,
     engine: str | os.PathLike | None = None,
     case_timeout: float | None = DEFAULT_CASE_TIMEOUT,
+    require_structure: bool = False,
 ) -> ValidationReport:
     """Run ``onnx_path`` on each requested onnxruntime provider and compare with torch.
 
@@ -70,13 +72,17 @@ def validate(
         engine: also run this TensorRT engine (built from ``onnx_path``) as provider
             "tensorrt-engine"; unavailable without TensorRT and CUDA.
         case_timeout: seconds one onnxruntime case may run (default `DEFAULT_CASE_TIMEOUT`);
-            a case past it is stopped and FAILS. None: no limit.
+            a case past it is stopped and FAILS. None: no limit. Loading a session is not limited.
+        require_structure: a graph whose constants cannot be rebuilt from a spec (another
+            exporter's structure, tables not found) FAILS instead of passing on numbers alone.
     Returns:
         a `ValidationReport`; ``report.passed`` is the verdict. Before any number runs, the
         graph's constants and attributes are held bit for bit against what the spec implies
         (``report.structure``, `structure.check_structure`); a difference FAILS.
     Raises:
-        ValidationInputError: missing file, not ONNX, no spec, unexpected input names.
+        ValidationInputError: missing file, not ONNX, no spec, unexpected input names, a spec
+            whose head_dim or axes do not fit the graph's inputs, unknown provider names,
+            tolerances that are not finite and >= 0.
     """
     path = os.fspath(onnx_path)
     providers = _provider_names(providers)
@@ -95,16 +101,17 @@ def validate(
                          f"{sorted(info.inputs)} and outputs {sorted(info.outputs)}")
     if info.dtype not in DTYPE_NAMES:
         raise InputError(f"unknown rope_export.dtype metadata {info.dtype!r}")
-    heads_q, heads_k = (info.inputs[n].dims[1] if len(info.inputs[n].dims) == 4 else None for n in ("q", "k"))
+    _check_fits(path, info, spec)
+    heads_q, heads_k = (info.inputs[n].dims[1] for n in ("q", "k"))
     heads_q, heads_k = (heads_q if isinstance(heads_q, int) else 4), (heads_k if isinstance(heads_k, int) else 2)
     # Bound what the cases allocate before allocating it: a crafted file must not cost GBs.
     if spec.head_dim > MAX_HEAD_DIM or max(heads_q, heads_k) > MAX_HEADS:
         raise InputError(f"{path}: head_dim {spec.head_dim} and heads {heads_q}/{heads_k} exceed what validate runs "
                          f"(head_dim <= {MAX_HEAD_DIM}, heads <= {MAX_HEADS})")
     seed = _seed(seed)
-    tol = {**TOLERANCES[info.dtype], **(tolerances or {})}
+    tol = {**TOLERANCES[info.dtype], **_tolerances(tolerances)}
     report = ValidationReport(path=path, spec=spec.to_dict(), dtype=info.dtype, form=info.form, seed=seed, tolerance=tol,
-                              allow_missing=allow_missing,
+                              allow_missing=allow_missing, require_structure=bool(require_structure),
                               graph_spec=info.spec.to_dict() if overridden else None)
     if progress:
         progress("checking every constant against the spec")
@@ -114,8 +121,9 @@ def validate(
     torch_runner, ref_runner = TorchRunner(spec), ReferenceRunner(spec)
     expected = {c.name: torch_runner.run(c) for c in case_list if not c.expect_error}
     exact = {c.name: ref_runner.run(c) for c in case_list if not c.expect_error}
-    factories = [(p, lambda p=p: _within(case_timeout, lambda: OnnxRuntimeRunner(path, p, timeout=case_timeout)))
-                 for p in providers]
+    # Loading a session is not time-limited: onnxruntime folds constants while it loads, with no
+    # way to stop it, and a thread left running inside it aborts the process at exit.
+    factories = [(p, lambda p=p: OnnxRuntimeRunner(path, p, timeout=case_timeout)) for p in providers]
     if engine is not None:
         factories.append(("tensorrt-engine", lambda: TensorRTEngineRunner(os.fspath(engine), plugin=info.form == "plugin")))
     for provider, factory in factories:
@@ -146,31 +154,6 @@ def validate(
     return report
 
 
-def _within(seconds: float | None, make):
-    """``make()``, or TimeoutError when it runs past ``seconds`` (onnxruntime folds constants while
-    it loads a session, with no way to stop it: it is left to finish in a daemon thread)."""
-    if seconds is None:
-        return make()
-    import threading
-
-    box: dict = {}
-
-    def run():
-        try:
-            box["value"] = make()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise TimeoutError(f"loading the session ran past {seconds:g} s (the case time limit)")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
 def _load_for_structure(path: str):
     """The model with its external data loaded, when it has any and it is no larger than the
     structural check compares (else left unloaded: the check says so)."""
@@ -194,7 +177,9 @@ def _load_for_structure(path: str):
 
 
 def _provider_names(providers) -> list[str]:
-    """A list of provider names; a string is one name or a comma-separated list ("cuda,cpu")."""
+    """A list of provider names, each once; a string is one name or a comma-separated list
+    ("cuda,cpu"). A name is a `PROVIDERS` key or a full onnxruntime name (``...ExecutionProvider``):
+    a typo must not read as a provider that is merely unavailable."""
     if isinstance(providers, str):
         providers = providers.split(",")
     if isinstance(providers, (bytes, bytearray)) or not all(isinstance(p, str) for p in providers):
@@ -202,7 +187,43 @@ def _provider_names(providers) -> list[str]:
     names = [p.strip() for p in providers]
     if not names or not all(names):
         raise InputError(f"providers: name at least one execution provider, got {providers!r}")
-    return names
+    unknown = [n for n in names if n not in PROVIDERS and not n.endswith("ExecutionProvider")]
+    if unknown:
+        raise InputError(f"unknown provider {', '.join(map(repr, unknown))}: use {', '.join(PROVIDERS)} "
+                         "or a full onnxruntime name ending in ExecutionProvider")
+    out, seen = [], set()
+    for name in names:
+        if PROVIDERS.get(name, name) not in seen:
+            seen.add(PROVIDERS.get(name, name))
+            out.append(name)
+    return out
+
+
+def _tolerances(tolerances) -> dict:
+    if tolerances is None:
+        return {}
+    if not isinstance(tolerances, dict) or not set(tolerances) <= {"rtol", "atol"}:
+        raise InputError(f"tolerances must be a dict with keys rtol and/or atol, got {tolerances!r}")
+    for key, value in tolerances.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not 0 <= float(value) < float("inf"):
+            raise InputError(f"{key} must be a finite number >= 0, got {value!r}")
+    return {k: float(v) for k, v in tolerances.items()}
+
+
+def _check_fits(path: str, info, spec: RopeSpec) -> None:
+    """A spec whose head_dim or axes differ from the graph's static input dims would only fail
+    every case with a runtime shape error: say which up front."""
+    rank = len(info.inputs["position_ids"].dims)
+    if rank != len(spec.position_shape(1, 1)):
+        raise InputError(f"{path}: position_ids has rank {rank}, but the spec has {spec.num_axes} position "
+                         f"ax{'is' if spec.num_axes == 1 else 'es'} (rank {len(spec.position_shape(1, 1))})")
+    for name in ("q", "k"):
+        dims = info.inputs[name].dims
+        if len(dims) != 4:
+            raise InputError(f"{path}: {name} has rank {len(dims)}, expected 4 ([batch, heads, seq, head_dim])")
+        if isinstance(dims[-1], int) and dims[-1] != spec.head_dim:
+            raise InputError(f"{path}: {name}'s head_dim is {dims[-1]}, the spec's {spec.head_dim}")
 
 
 def _seed(seed) -> int:
