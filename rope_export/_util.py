@@ -135,12 +135,11 @@ class PipeSafeStdout:
 
 
 def stderr_progress(message: str) -> None:
-    """A one-line progress indicator on a terminal, plain lines otherwise."""
+    """A one-line progress indicator on a terminal; nothing in a log (a CI log keeps the
+    result, not a line per step)."""
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K" + message)
-    else:
-        sys.stderr.write(message + "\n")
-    sys.stderr.flush()
+        sys.stderr.flush()
 
 
 def clear_progress() -> None:

@@ -27,9 +27,7 @@ def _spec_from_args(args, required: bool = True):
         raise UsageError("give --preset or --hf-config, not both")
     layer_type = getattr(args, "layer_type", None)
     if getattr(args, "hf_config", None):
-        path = os.path.abspath(args.hf_config)
-        name = os.path.basename(path if os.path.isdir(path) else os.path.dirname(path))  # the model's folder
-        return RopeSpec.from_hf_config(args.hf_config, part=args.part, layer_type=layer_type, name=name)
+        return RopeSpec.from_hf_config(args.hf_config, part=args.part, layer_type=layer_type)
     if getattr(args, "preset", None):
         return load_preset(args.preset, part=args.part, layer_type=layer_type)
     if required:
@@ -45,10 +43,9 @@ def cmd_presets(args) -> int:
                                  "spec": load_preset(name).to_dict()} for name in list_presets()}, indent=1))
         return 0
     for name in list_presets():
-        spec = load_preset(name)
         print(f"{name:24s} {preset_info(name)['variant']}")
         if args.verbose:
-            print(f"{'':24s} {spec.describe()}\n{'':24s} source: {preset_info(name)['source']}")
+            print(f"{'':24s} {load_preset(name).describe()}\n{'':24s} source: {preset_info(name)['source']}")
     return 0
 
 
@@ -57,21 +54,26 @@ def cmd_export(args) -> int:
 
     if args.table_length is not None and args.form not in ("table", "auto"):
         raise UsageError(f"--table-length applies to --form table, not --form {args.form}")
+    if not args.validate and (args.json or args.providers):
+        raise UsageError("--providers and --json apply to --validate")
     spec = _spec_from_args(args)
+    from ._util import clear_progress, stderr_progress
+
     path = export_onnx(spec, args.out, opset=args.opset, form=args.form, dtype=args.dtype,
                        num_q_heads=args.num_q_heads, num_kv_heads=args.num_kv_heads, table_length=args.table_length,
-                       force=args.force)
+                       force=args.force, progress=stderr_progress)
+    clear_progress()
     info = read_graph(path)
     print(f"wrote {printable(path)}: {spec.describe()} (opset {args.opset}, form {info.form}"
           f"{' chosen by auto' if args.form == 'auto' else ''}, {args.dtype})")
     print(info.histogram())
     if args.validate:
-        return _validate(path, None, providers=DEFAULT_PROVIDERS)
+        return _validate(path, None, providers=args.providers or ",".join(DEFAULT_PROVIDERS), json_path=args.json)
     return 0
 
 
 def cmd_inspect(args) -> int:
-    from .export import read_graph
+    from .export.metadata import read_graph
 
     info = read_graph(args.onnx)
     if args.json:
@@ -205,9 +207,21 @@ def cmd_bench(args) -> int:
     from ._util import atomic_write, clear_progress, stderr_progress
     from .bench import bench, format_table, plot_scaling, rows_to_json
 
+    if args.preset and args.hf_config:
+        raise UsageError("give --preset or --hf-config, not both")
+    if args.hf_config:
+        from .config_file import load_config
+        from .presets import config_heads
+        from .spec import RopeSpec
+
+        target = RopeSpec.from_hf_config(args.hf_config, part=args.part)
+        own = config_heads(load_config(args.hf_config), args.part)
+    else:
+        target, own = args.preset or "llama-3.1-8b", None
+    name = target if isinstance(target, str) else target.name or "config"
     kw = dict(dtype=args.dtype, repeat=args.repeat, threads=args.threads, compile=not args.no_compile, progress=stderr_progress)
-    rows = [r for heads in args.heads for r in bench(args.preset, heads=heads, **({"shapes": args.shape} if args.shape else {}), **kw)]
-    sweep = bench(args.preset, shapes=[("sweep", 1, n) for n in args.lengths], **kw) if args.plot else []
+    rows = [r for heads in args.heads for r in bench(target, heads=heads or own, **({"shapes": args.shape} if args.shape else {}), **kw)]
+    sweep = bench(target, heads=own, shapes=[("sweep", 1, n) for n in args.lengths], **kw) if args.plot else []
     clear_progress()
     print(format_table(rows + sweep))
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
@@ -219,7 +233,7 @@ def cmd_bench(args) -> int:
         print(f"results: {printable(args.json)}")
     if args.plot:
         where = f"{device}, {threads} threads; onnxruntime rows: CPU provider"
-        print(f"plot: {printable(plot_scaling(sweep, args.plot, title=f'{args.preset}: rotary of q and k, {args.dtype} ({where})'))}")
+        print(f"plot: {printable(plot_scaling(sweep, args.plot, title=f'{name}: rotary of q and k, {args.dtype} ({where})'))}")
     return 0
 
 
@@ -238,9 +252,9 @@ def _cli_words(message: str) -> str:
 
 # Per command: the options (or positionals) it reads and those it writes. No command writes
 # over one of its own inputs, whatever the path says (symlinks, hard links, "./x").
-_FILES = {"export": (("hf_config",), ("out",)), "validate": (("onnx", "engine", "hf_config"), ("json",)),
+_FILES = {"export": (("hf_config",), ("out", "json")), "validate": (("onnx", "engine", "hf_config"), ("json",)),
           "build-engine": (("onnx",), ("out",)), "export-hf": (("config",), ("out",)), "plot": (("hf_config",), ("out",)),
-          "bench": ((), ("json", "plot"))}
+          "bench": (("hf_config",), ("json", "plot"))}
 
 
 def _inputs(args, reads) -> list[str]:

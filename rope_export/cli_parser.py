@@ -119,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="q/k dtype (angles stay float32)")
     p.add_argument("--num-q-heads", type=_positive_int, default=4, help="query heads in the graph")
     p.add_argument("--num-kv-heads", type=_positive_int, default=2, help="key heads in the graph")
-    p.add_argument("--validate", action="store_true", help="validate the file on onnxruntime CPU afterwards")
+    p.add_argument("--validate", action="store_true", help="validate the file afterwards (rope-export validate)")
+    p.add_argument("--providers", help=f"with --validate: comma list (default {','.join(DEFAULT_PROVIDERS)})")
+    p.add_argument("--json", help="with --validate: write the validation report here")
 
     p = command("validate", help="run an exported graph on onnxruntime and compare with torch")
     p.add_argument("onnx", help="the graph to check")
@@ -158,13 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
     p = command("bench", help="time every backend against a copy of the same bytes")
-    p.add_argument("--preset", default="llama-3.1-8b", help="the preset to time")
+    p.add_argument("--preset", help="the preset to time (default llama-3.1-8b)")
+    p.add_argument("--hf-config", help="a model's config.json (or its folder) instead of a preset")
+    p.add_argument("--part", help="text or vision (with --hf-config; default: text when the config has a decoder)")
     p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="q/k dtype")
     p.add_argument("--shape", action="append", type=_shape, metavar="LABEL:B:S",
                    help="e.g. prefill:1:2048 (repeatable; default prefill 2048 and 8192, decode 64x1)")
     p.add_argument("--heads", type=_head_regimes, default="model,4+2",
-                   help="head regimes, comma list of 'model' (the preset's own) and HQ+HK (a shard's)")
-    p.add_argument("--repeat", type=_positive_int, default=30, help="timed runs per backend (median reported)")
+                   help="head regimes, comma list of 'model' (the model's own) and HQ+HK (a shard's)")
+    p.add_argument("--repeat", type=_positive_int, default=30,
+                   help="timed rounds, each calling every backend once (median, min and spread reported)")
     p.add_argument("--threads", type=_positive_int, help="torch and onnxruntime intra-op threads (default: theirs)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--json", help="write all rows here (after the length sweep, if any)")

@@ -20,8 +20,20 @@ from .config_file import PART_ALIASES, layer_types_of, load_config, select_part
 from .rope_fields import ROPE_TYPE_NAMES, bounded_dim, check_top_level_rope, head_dim_of, layer_params, rope_params
 from .values import positive_int
 
-__all__ = ["load_config", "select_part", "spec_fields", "verification_key", "head_dim_of", "layer_types_of", "rotary_uses",
+__all__ = ["load_config", "default_name", "select_part", "spec_fields", "verification_key", "head_dim_of", "layer_types_of", "rotary_uses",
            "ROPE_TYPE_NAMES"]
+
+
+def default_name(cfg: Mapping[str, Any], part: str | None = None) -> str:
+    """A spec's label when none is given: the last part of the config's ``_name_or_path`` (what
+    ``save_pretrained`` records), else its ``model_type``; ``:vision`` for a vision part."""
+    label = cfg.get("_name_or_path") if isinstance(cfg.get("_name_or_path"), str) else ""
+    label = label.rstrip("/\\").rsplit("/", 1)[-1] or (cfg.get("model_type") if isinstance(cfg.get("model_type"), str) else "")
+    try:
+        kind = select_part(cfg, part)[0]
+    except ValueError:
+        kind = None
+    return f"{label}:vision" if label and kind == "vision" else label
 
 
 def spec_fields(cfg: Mapping[str, Any] | str | os.PathLike, part: str | None = None, layer_type: str | None = None,

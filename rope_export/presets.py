@@ -21,10 +21,11 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from .hf_config import select_part
+from .config_file import select_part  # neither imports torch: listing presets stays instant
 from .spec import RopeSpec
 
-__all__ = ["list_presets", "load_preset", "preset_info", "heads_of", "preset_path"]
+
+__all__ = ["list_presets", "load_preset", "preset_info", "heads_of", "config_heads", "preset_path"]
 
 
 def _preset_entries():
@@ -91,9 +92,13 @@ def _split(preset: str, part: str | None) -> tuple[str, str | None]:
 
 
 def preset_info(preset: str) -> dict:
-    """The preset file's content: name, model, variant, source, notes and the config subset."""
-    name, _ = _split(preset, None)
-    return json.loads(json.dumps(_files()[name]))
+    """The preset file's content: name, model, variant, source, notes and the config subset;
+    ``variant`` describes the part the preset id names (``qwen2-vl-7b:vision``: the encoder's)."""
+    name, part = _split(preset, None)
+    info = json.loads(json.dumps(_files()[name]))
+    if part == "vision" and "vision_variant" in info:
+        info["variant"] = info["vision_variant"]
+    return info
 
 
 def load_preset(preset: str, part: str | None = None, layer_type: str | None = None) -> RopeSpec:
@@ -110,9 +115,31 @@ def load_preset(preset: str, part: str | None = None, layer_type: str | None = N
 def heads_of(preset: str) -> tuple[int, int]:
     """(Hq, Hk): the preset model's query and key/value head counts (vision encoders: Hk = Hq)."""
     name, part = _split(preset, None)
-    part, sub, _ = select_part(_files()[name]["config"], part)
+    return config_heads(_files()[name]["config"], part)
+
+
+def config_heads(cfg: dict, part: str | None = None) -> tuple[int, int]:
+    """(Hq, Hk) of a config's part, as `heads_of` reads a preset's.
+
+    Raises:
+        ValueError: the part names no head count.
+    """
+    part, sub, _ = select_part(cfg, part)
+    try:
+        return _heads(part, sub)
+    except (TypeError, ValueError):
+        raise ValueError(f"the config's {part} part names no positive head counts (num_attention_heads, "
+                         "num_key_value_heads)") from None
+
+
+def _heads(part: str, sub: dict) -> tuple[int, int]:
     if part == "vision":
         heads = int(sub.get("num_heads") or sub.get("num_attention_heads"))
+        if heads <= 0:
+            raise ValueError(f"heads {heads}")
         return heads, heads
     hq = int(sub.get("num_attention_heads") or sub.get("n_head"))
-    return hq, int(sub.get("num_key_value_heads") or hq)
+    hk = int(sub.get("num_key_value_heads") or hq)
+    if not 0 < hk <= hq:
+        raise ValueError(f"heads {hq}/{hk}")
+    return hq, hk

@@ -28,7 +28,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import frequencies as F
 from .axes import axial_axes, mrope_axes
 from .length_rules import DynamicNTK, LengthRule, LongRopeSwitch, rule_from_dict
 from .values import FLOAT32_MAX, float32_tuple, freeze, thaw
@@ -173,8 +172,11 @@ class RopeSpec:
         >>> RopeSpec.standard(128, 500000.0).num_pairs
         64
         """
+        head_dim = _head_dim(head_dim)
         if rotary_dim is None:
             rotary_dim = int(head_dim * partial_rotary_factor) if partial_rotary_factor is not None else head_dim
+        from . import frequencies as F  # torch: read and exported specs do not need it
+
         inv_freq, _ = F.default_inv_freq(theta, rotary_dim)
         return cls(
             head_dim=head_dim, rotary_dim=rotary_dim, inv_freq=tuple(inv_freq.tolist()), layout=layout,
@@ -205,9 +207,10 @@ class RopeSpec:
         >>> s.axis_of_pair[15:17]
         (0, 1)
         """
-        if head_dim % 4:
-            raise ValueError(f"head_dim must be a multiple of 4 for 2D RoPE, got {head_dim}")
+        head_dim = _head_dim(head_dim, multiple=4, why=" for 2D RoPE")
         pairs = head_dim // 2
+        from . import frequencies as F
+
         inv_freq = F.axial_inv_freq(theta, head_dim, frequencies)
         axes = axial_axes(pairs, column_first=column_first)
         return cls(
@@ -241,9 +244,12 @@ class RopeSpec:
         >>> RopeSpec.mrope(128, [24, 20, 20], interleaved=True).axis_of_pair[:6]
         (0, 1, 2, 0, 1, 2)
         """
+        head_dim = _head_dim(head_dim)  # before the sections: an odd width is the first thing wrong
         sections = [int(s) for s in sections]
         axes = mrope_axes(sections, interleaved=interleaved, pairs=head_dim // 2)
         if inv_freq is None:
+            from . import frequencies as F
+
             inv_freq = F.default_inv_freq(theta, head_dim)[0].tolist()
         return cls(
             head_dim=head_dim, rotary_dim=head_dim, inv_freq=tuple(inv_freq), layout=layout, num_axes=len(sections),
@@ -254,7 +260,7 @@ class RopeSpec:
 
     @classmethod
     def from_hf_config(cls, cfg: Mapping[str, Any] | str, part: str | None = None, *, layer_type: str | None = None,
-                       name: str = "") -> "RopeSpec":
+                       name: str | None = None) -> "RopeSpec":
         """Build the spec from a Hugging Face ``config.json`` (a dict or a path).
 
         Args:
@@ -264,6 +270,8 @@ class RopeSpec:
             layer_type: for decoders whose layer types use different rotaries (Gemma 3:
                 "full_attention", "sliding_attention"), the one to describe; for one rotary
                 applied two ways (DeepSeek V3.2: "attention", "indexer"), the use; required there.
+            name: the spec's label; default: the config's ``_name_or_path`` (its last part), else
+                its ``model_type``, with ``:vision`` for a vision part (`hf_config.default_name`).
         Raises:
             ValueError: naming the field or model type that is missing, unknown, inconsistent, or
                 describes a rotary rope_export cannot represent exactly. Text decoders must be of
@@ -276,10 +284,12 @@ class RopeSpec:
         >>> spec.head_dim, spec.scaling_dict["rope_type"]
         (128, 'llama3')
         """
-        from .hf_config import spec_fields
+        from .hf_config import default_name, load_config, spec_fields
 
         try:
-            return cls(**spec_fields(cfg, part=part, layer_type=layer_type), name=name)
+            cfg = load_config(cfg)
+            fields = spec_fields(cfg, part=part, layer_type=layer_type)
+            return cls(**fields, name=default_name(cfg, part) if name is None else name)
         except RecursionError:
             raise ValueError("config: nested too deeply to be a config.json") from None
 
@@ -348,3 +358,12 @@ class RopeSpec:
             f"{self.name or 'rope'}: head_dim={self.head_dim} rotary_dim={self.rotary_dim} layout={self.layout} "
             f"axes={self.num_axes} scaling={kind} attention_scaling={self.attention_scaling:g}"
         )
+
+
+def _head_dim(value, multiple: int = 2, why: str = "") -> int:
+    """A constructor's head_dim, checked before anything is computed from it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 < value <= MAX_HEAD_DIM:
+        raise ValueError(f"head_dim must be a positive int <= {MAX_HEAD_DIM}, got {value!r}")
+    if value % multiple:
+        raise ValueError(f"head_dim must be {'even' if multiple == 2 else f'a multiple of {multiple}'}{why}, got {value}")
+    return int(value)

@@ -168,7 +168,11 @@ def test_config_files_that_are_not_configs(tmp_path, capsys):
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({**BASE, "model_type": "llama"}))
     assert main(["export", "--hf-config", str(folder), "--out", str(tmp_path / "m.onnx"), "--form", "fused"]) == 0
-    assert "my-model:" in capsys.readouterr().out
+    # Named as the config names itself, never by its folder (a hub snapshot's folder is a hash).
+    assert "wrote" in capsys.readouterr().out and rx.export.read_graph(tmp_path / "m.onnx").spec.name == "llama"
+    (folder / "config.json").write_text(json.dumps({**BASE, "model_type": "llama", "_name_or_path": "org/My-Llama/"}))
+    assert rx.RopeSpec.from_hf_config(str(folder)).name == "My-Llama"
+    assert rx.RopeSpec.from_hf_config(str(folder), name="mine").name == "mine"
 
 
 # ---------------------------------------------------------------- module input

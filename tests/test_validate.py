@@ -165,7 +165,9 @@ def test_bad_options_exit_2_before_anything_runs(files, capsys):
     # A typo is not a provider that is merely unavailable (--allow-missing would pass it).
     assert main(["validate", path, "--providers", "cpu,cdua", "--allow-missing"]) == 2
     err = capsys.readouterr().err
-    assert "unknown provider 'cdua'" in err and "cuda" in err
+    assert "unknown provider 'cdua' (did you mean 'cuda'?)" in err
+    assert main(["validate", path, "--providers", "gpu"]) == 2  # the extra's word, not a provider's
+    assert "'gpu' (did you mean 'cuda'?)" in capsys.readouterr().err
     for bad in ("nan", "-1e-5", "inf"):
         with pytest.raises(SystemExit) as exit_:
             main(["validate", path, "--rtol", bad])

@@ -8,7 +8,9 @@ Backends: an HF-style rotate_half module (what users run today) eager, our torch
 and under torch.compile, onnxruntime on our fused / table / decomposed / plugin-form graphs,
 onnxruntime on torch's own dynamo export of the HF-style module (the baseline), onnxruntime's
 RotaryEmbedding op fed precomputed cos/sin (the op alone), the Triton kernel (CUDA only) and
-TensorRT (skipped: no builder here). onnxruntime rows run on its CPU provider.
+TensorRT (skipped: no builder here). onnxruntime rows run on its CPU provider. Backends are
+timed interleaved, round by round, so a machine that gets busier mid-run slows them alike; a
+row whose median is far above its fastest call is flagged noisy.
 
     rope-export bench --preset llama-3.1-8b [--json out.json] [--plot scaling.png]
 """
@@ -27,8 +29,9 @@ from ..export.forms import forms_for
 from ..export.graph import export_onnx
 from ..modules import RotaryEmbedding
 from ..presets import heads_of, load_preset
+from ..spec import RopeSpec
 from .baselines import HFStyleRotary, hf_baseline_graph, op_alone_graph
-from .timing import make_timer
+from .timing import NOISY_SPREAD, time_interleaved
 
 __all__ = ["BenchRow", "bench", "format_table", "rows_to_json", "plot_scaling", "DEFAULT_SHAPES"]
 
@@ -37,6 +40,10 @@ DEFAULT_SHAPES = (("prefill", 1, 2048), ("prefill", 1, 8192), ("decode", 64, 1))
 
 @dataclass
 class BenchRow:
+    """One backend at one shape. ``ms``: the median call; ``min_ms``; ``spread``: median / min - 1
+    (above `timing.NOISY_SPREAD` the note says the row is noisy). ``x_copy`` and
+    ``speedup_vs_hf`` are ratios of medians measured in the same interleaved rounds."""
+
     preset: str
     shape: str
     backend: str
@@ -45,6 +52,10 @@ class BenchRow:
     x_copy: float | None
     speedup_vs_hf: float | None
     note: str = ""
+    batch: int = 0
+    seq: int = 0
+    min_ms: float | None = None
+    spread: float | None = None
 
 
 def _ort_session(path: str, threads: int | None):
@@ -57,19 +68,25 @@ def _ort_session(path: str, threads: int | None):
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
-def bench(preset: str, *, shapes=DEFAULT_SHAPES, dtype: str = "float32", device: str | None = None,
+def bench(preset: str | RopeSpec, *, shapes=DEFAULT_SHAPES, dtype: str = "float32", device: str | None = None,
           heads: tuple[int, int] | None = None,
           repeat: int = 30, threads: int | None = None, compile: bool = True, onnx: bool = True,
           progress=None) -> list[BenchRow]:
-    """Time every backend for ``preset`` at ``shapes`` ((label, batch, seq), ...), with the
-    model's own head counts or ``heads`` = (Hq, Hk) (a tensor-parallel shard's, say)."""
+    """Time every backend for ``preset`` (a preset name, or a `RopeSpec` with ``heads``) at
+    ``shapes`` ((label, batch, seq), ...), with the model's own head counts or ``heads`` =
+    (Hq, Hk) (a tensor-parallel shard's, say). Backends are timed interleaved, ``repeat``
+    rounds (`timing.time_interleaved`)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tdtype = torch_dtype(dtype)
     if threads:
         torch.set_num_threads(threads)
-    spec = load_preset(preset)
+    if isinstance(preset, RopeSpec):
+        if heads is None:
+            raise ValueError("bench(spec) needs heads=(Hq, Hk): a spec does not know its model's head counts")
+        spec, preset = preset, preset.name or "spec"
+    else:
+        spec = load_preset(preset)
     hq, hk = heads or heads_of(preset)
-    timer = make_timer(device, repeat)
     ours = RotaryEmbedding(spec).to(device)
     hf = HFStyleRotary(spec).to(device)
     compiled = torch.compile(ours) if compile else None
@@ -120,13 +137,11 @@ def bench(preset: str, *, shapes=DEFAULT_SHAPES, dtype: str = "float32", device:
                 base = torch.randint(0, max(1, room), (batch, 1), generator=g) + torch.arange(seq)
                 pos = base.expand(spec.position_shape(batch, seq)).contiguous()
             sets.append((q, k, pos.to(device)))
-        ms: dict[str, float] = {}
+        contenders: dict[str, tuple] = {}
         notes: dict[str, str] = {}
 
         def run(name, fn, data=sets):
-            if progress:
-                progress(f"{preset} {shape}: {name}")
-            ms[name] = timer(fn, data)
+            contenders[name] = (fn, data)
 
         if device == "cuda":
             outs = [(torch.empty_like(q), torch.empty_like(k)) for q, k, _ in sets]
@@ -167,33 +182,46 @@ def bench(preset: str, *, shapes=DEFAULT_SHAPES, dtype: str = "float32", device:
                 run(name, lambda f, sess=sess: sess.run(None, f), data)
                 if device == "cuda":
                     notes[name] = "onnxruntime CPU provider (host inputs)"
+        timings = time_interleaved(contenders, device, repeat,
+                                   progress=(lambda m: progress(f"{preset} {shape}: {m}")) if progress else None)
+        ms = {name: t.median for name, t in timings.items()}
         copy = ms["copy (floor)"]
         hf_ms = ms["HF-style torch eager"]
         for name, t in ms.items():
-            rows.append(BenchRow(preset, shape, name, t, nbytes / t / 1e6, t / copy, hf_ms / t, notes.get(name, "")))
+            timing = timings[name]
+            note = "; ".join(filter(None, [notes.get(name, ""),
+                                           f"noisy: spread {timing.spread:.0%}" if timing.noisy else ""]))
+            rows.append(BenchRow(preset, shape, name, t, nbytes / t / 1e6, t / copy, hf_ms / t, note, batch, seq,
+                                 timing.min, timing.spread))
         skipped = {"ours Triton kernel": triton_reason,
                    "TensorRT": "not timed by this benchmark (engines: rope-export build-engine, then validate --engine on a GPU)"}
         if ort_reason:
             skipped["onnxruntime graphs"] = ort_reason
         for name, why in skipped.items():
             if why:
-                rows.append(BenchRow(preset, shape, name, None, None, None, None, f"skipped: {why}"))
+                rows.append(BenchRow(preset, shape, name, None, None, None, None, f"skipped: {why}", batch, seq))
         for name, why in notes.items():
             if name not in ms:
-                rows.append(BenchRow(preset, shape, name, None, None, None, None, f"skipped: {why}"))
+                rows.append(BenchRow(preset, shape, name, None, None, None, None, f"skipped: {why}", batch, seq))
     tmp.cleanup()
     return rows
 
 
 def format_table(rows: list[BenchRow]) -> str:
-    head = ("preset", "shape", "backend", "ms", "GB/s", "x copy", "vs HF eager", "note")
+    """The rows as a table, and a last line that says when some rows are too noisy to trust."""
+    head = ("preset", "shape", "backend", "median ms", "min ms", "spread", "GB/s", "x copy", "vs HF eager", "note")
     lines = [head]
     for r in rows:
         f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
-        lines.append((r.preset, r.shape, r.backend, f(r.ms, ".3f"), f(r.gbps, ".1f"), f(r.x_copy, ".2f"),
-                      f(r.speedup_vs_hf, ".2f"), r.note))
+        lines.append((r.preset, r.shape, r.backend, f(r.ms, ".3f"), f(r.min_ms, ".3f"), f(r.spread, ".0%"),
+                      f(r.gbps, ".1f"), f(r.x_copy, ".2f"), f(r.speedup_vs_hf, ".2f"), r.note))
     widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(l, widths)).rstrip() for l in lines)
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(l, widths)).rstrip() for l in lines)
+    noisy = [r for r in rows if r.spread is not None and r.spread > NOISY_SPREAD]
+    if noisy:
+        text += (f"\n{len(noisy)} of {sum(r.ms is not None for r in rows)} rows are noisy (spread above "
+                 f"{NOISY_SPREAD:.0%}): the machine was busy; rerun on an idle one before trusting their ratios")
+    return text
 
 
 def rows_to_json(rows: list[BenchRow], **meta) -> dict:
@@ -212,7 +240,7 @@ def plot_scaling(rows: list[BenchRow], path: str, *, title: str) -> str:
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for name in dict.fromkeys(r.backend for r in rows if r.ms is not None):
-        pts = [(int(r.shape.split("S=")[1]), r.ms) for r in rows if r.backend == name and r.ms is not None]
+        pts = [(r.seq, r.ms) for r in rows if r.backend == name and r.ms is not None]
         style = dict(ls="--", color="black") if name.startswith("copy") else {}
         ax.plot(*zip(*pts), marker="o", label=name, **style)
     ax.set_xscale("log", base=2), ax.set_yscale("log")

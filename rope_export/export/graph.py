@@ -15,12 +15,13 @@ Example:
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._util import DTYPE_NAMES, atomic_write, check_output_path, quiet_exporter, torch_dtype
+from .._util import DTYPE_NAMES, atomic_write, check_output_path, printable, quiet_exporter, torch_dtype
 from ..axes import stream_order
 from ..modules import RotaryEmbedding, apply_rotary, deinterleave
 from ..spec import RopeSpec
@@ -127,9 +128,12 @@ def example_inputs(spec: RopeSpec, *, batch: int = 2, seq: int = 8, num_q_heads:
 
 
 def build_onnx(spec: RopeSpec, *, opset: int = 23, form: str = "auto", dtype: str = "float32",
-               num_q_heads: int = 4, num_kv_heads: int = 2, table_length: int | None = None, force: bool = False):
+               num_q_heads: int = 4, num_kv_heads: int = 2, table_length: int | None = None, force: bool = False,
+               progress: Callable[[str], None] | None = None):
     """The checked `onnx.ModelProto` for a spec (see `export_onnx`), not written anywhere."""
     import onnx
+
+    progress = progress or (lambda message: None)
 
     if dtype not in DTYPE_NAMES:
         raise ValueError(f"dtype must be one of {DTYPE_NAMES}, got {dtype!r}")
@@ -138,13 +142,14 @@ def build_onnx(spec: RopeSpec, *, opset: int = 23, form: str = "auto", dtype: st
         table_length = table_length or spec.max_position_embeddings
         if isinstance(table_length, bool) or not isinstance(table_length, int) or table_length <= 0:
             raise ValueError(f"table_length must be a positive int (the spec names no max_position_embeddings: pass "
-                             f"table_length=N, --table-length N), got {table_length!r}")
+                             f"table_length=N), got {table_length!r}")
         check_table_size(spec, table_length, dtype, force)
     else:
         table_length = None
     for label, heads in (("num_q_heads", num_q_heads), ("num_kv_heads", num_kv_heads)):
         if isinstance(heads, bool) or not isinstance(heads, int) or not 0 < heads <= MAX_GRAPH_HEADS:
             raise ValueError(f"{label} must be a positive int <= {MAX_GRAPH_HEADS}, got {str(heads)[:40]}")
+    progress(f"building the {form} graph" + (" (torch.onnx, dynamo exporter)" if form != "plugin" else ""))
     if form == "plugin":
         import onnx_ir as ir
 
@@ -156,6 +161,7 @@ def build_onnx(spec: RopeSpec, *, opset: int = 23, form: str = "auto", dtype: st
         model = _trace(spec, form, opset, torch_dtype(dtype), num_q_heads, num_kv_heads, table_length)
     set_metadata(model, spec, form, dtype, opset, table_length)
     model.doc_string = f"rope_export {form} rotary embedding: {spec.describe()}"
+    progress("checking the graph (onnx.checker, full check)")
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -190,7 +196,8 @@ def _drop_opset18_reduce_attributes(ir_model) -> None:
 
 def export_onnx(spec: RopeSpec, path: str | os.PathLike, *, opset: int = 23, form: str = "auto",
                 dtype: str = "float32", num_q_heads: int = 4, num_kv_heads: int = 2,
-                table_length: int | None = None, force: bool = False) -> str:
+                table_length: int | None = None, force: bool = False,
+                progress: Callable[[str], None] | None = None) -> str:
     """Export the rotary embedding of ``spec`` to an ONNX file.
 
     Args:
@@ -204,6 +211,7 @@ def export_onnx(spec: RopeSpec, path: str | os.PathLike, *, opset: int = 23, for
         num_q_heads, num_kv_heads: Hq and Hk (fixed in the graph).
         table_length: rows of the cos/sin table for form "table" (default max_position_embeddings).
         force: write a table above `forms.TABLE_CAP_BYTES` (64 MiB; never above 1 GiB).
+        progress: called with a short message as each stage starts (trace, check, write).
     Graph:
         inputs ``q`` [B, Hq, S, D], ``k`` [B, Hk, S, D], ``position_ids`` int64 [B, S] or
         [A, B, S]; outputs ``q_rot``, ``k_rot``; B and S dynamic. The spec is stored as JSON
@@ -221,6 +229,8 @@ def export_onnx(spec: RopeSpec, path: str | os.PathLike, *, opset: int = 23, for
         # onnx picks a text format from a .json / .textproto suffix: only .onnx files read back as written.
         raise ValueError(f"the output file must end in .onnx (binary ONNX), got {path!r}")
     model = build_onnx(spec, opset=opset, form=form, dtype=dtype, num_q_heads=num_q_heads, num_kv_heads=num_kv_heads,
-                       table_length=table_length, force=force)
+                       table_length=table_length, force=force, progress=progress)
+    if progress:
+        progress(f"writing {printable(path)}")
     atomic_write(path, model.SerializeToString(deterministic=True))
     return path

@@ -77,8 +77,10 @@ def make_cases(spec: RopeSpec, dtype: str, num_q_heads: int, num_kv_heads: int, 
         types = torch.tensor([[0] * 5 + [1] * 24 + [0] * 3 + [2] * 32 + [0] * 4])
         grid = ("image+video grid (t,h,w differ)",
                 mrope_position_ids(types, torch.tensor([[1, 8, 12]]), torch.tensor([[2, 8, 8]]), spatial_merge_size=2))
+    elif axes == 2 and spec.scaling_dict.get("column_first"):  # Llama 4 vision: patches from 1, a class token
+        grid = ("patch grid 12x20 + class token", patch_grid_positions(12, 20, offset=1, cls_token="last"))
     elif axes == 2:
-        grid = ("patch grid 12x20 + cls", patch_grid_positions(12, 20, offset=1, cls_token="last"))
+        grid = ("patch grid 12x20", patch_grid_positions(12, 20))
     if grid is not None and int(grid[1].max()) < (table_length or 2**24):  # a table shorter than the grid: random positions cover it
         q, k = qk(1, grid[1].shape[-1])
         cases.append(Case(grid[0], q, k, grid[1]))

@@ -189,7 +189,13 @@ def _provider_names(providers) -> list[str]:
         raise InputError(f"providers: name at least one execution provider, got {providers!r}")
     unknown = [n for n in names if n not in PROVIDERS and not n.endswith("ExecutionProvider")]
     if unknown:
-        raise InputError(f"unknown provider {', '.join(map(repr, unknown))}: use {', '.join(PROVIDERS)} "
+        import difflib
+
+        def named(n):
+            meant = _MEANT.get(n.lower()) or next(iter(difflib.get_close_matches(n.lower(), PROVIDERS, 1)), None)
+            return f"{n!r} (did you mean {meant!r}?)" if meant else repr(n)
+
+        raise InputError(f"unknown provider {', '.join(map(named, unknown))}: use {', '.join(PROVIDERS)} "
                          "or a full onnxruntime name ending in ExecutionProvider")
     out, seen = [], set()
     for name in names:
@@ -197,6 +203,10 @@ def _provider_names(providers) -> list[str]:
             seen.add(PROVIDERS.get(name, name))
             out.append(name)
     return out
+
+
+# Words users reach for that are not provider names ("gpu" is the extra's name, not a provider's).
+_MEANT = {"gpu": "cuda", "trt": "tensorrt", "nvidia": "cuda", "amd": "rocm", "directml": "dml", "ov": "openvino"}
 
 
 def _tolerances(tolerances) -> dict:
