@@ -64,12 +64,16 @@ def cmd_export(args) -> int:
                        force=args.force, progress=stderr_progress)
     clear_progress()
     info = read_graph(path)
-    print(f"wrote {printable(path)}: {spec.describe()} (opset {args.opset}, form {info.form}"
-          f"{' chosen by auto' if args.form == 'auto' else ''}, {args.dtype})")
+    print(f"wrote {printable(path)} ({_size(os.path.getsize(path))}): {spec.describe()} (opset {args.opset}, "
+          f"form {info.form}{' chosen by auto' if args.form == 'auto' else ''}, {args.dtype})")
     print(info.histogram())
     if args.validate:
         return _validate(path, None, providers=args.providers or ",".join(DEFAULT_PROVIDERS), json_path=args.json)
     return 0
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.1f} KiB"
 
 
 def cmd_inspect(args) -> int:

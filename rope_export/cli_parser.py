@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_args(p)
     p.add_argument("--out", default="rope.onnx", help="output file")
     p.add_argument("--opset", type=_positive_int, default=23, help="ONNX opset, 17 to 25 (fused, table and plugin need 23)")
-    p.add_argument("--form", default="auto", choices=FORM_NAMES, help="graph form (README: Forms)")
+    p.add_argument("--form", default="auto", choices=FORM_NAMES, help="graph form (docs/export.md: Forms)")
     p.add_argument("--table-length", type=_positive_int, help="form table: rows of the cos/sin table (default max_position_embeddings)")
     p.add_argument("--force", action="store_true", help="form table: write a table larger than the cap (the size is in the error)")
     p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="q/k dtype (angles stay float32)")
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--case-timeout", type=_seconds, default=60.0,
                    help="seconds one case may run on a runtime before it is stopped and FAILS ('none': no limit)")
     p.add_argument("--json", help="write the full report here")
-    p.add_argument("--rtol", type=_tolerance, help="override the dtype's relative tolerance (README: Validate)")
+    p.add_argument("--rtol", type=_tolerance, help="override the dtype's relative tolerance (docs/validation.md: tolerances)")
     p.add_argument("--atol", type=_tolerance, help="override the dtype's absolute tolerance")
     p.add_argument("--require-structure", action="store_true",
                    help="FAIL a graph whose constants cannot be proven (structure 'not applicable'), not only a wrong one")

@@ -4,6 +4,8 @@ blocks refused naming the layer type, class defaults filled in as transformers f
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -177,7 +179,10 @@ def test_every_composite_config_reads_its_decoder_from_its_text_config():
                 assert isinstance(got, str) and isinstance(want, str), (model_type, layer_type, got, want)
                 refused += 1
             else:
-                assert got == want, (model_type, layer_type, got.describe(), want.describe())
+                # names differ by design (the whole config is named by its model_type,
+                # the nested one by its own): only the rotary must agree
+                assert dataclasses.replace(got, name="") == dataclasses.replace(want, name=""), \
+                    (model_type, layer_type, got.describe(), want.describe())
                 checked += 1
     assert checked >= 60, (checked, refused)  # transformers 5.25: 110 readings compared, 47 refused by both
     if "musicflamingo" in dict(composites):

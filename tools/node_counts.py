@@ -1,4 +1,4 @@
-"""Print the README's export table: node count per preset, form and dtype.
+"""Print docs/export.md's node-count table: node count per preset, form and dtype.
 
     python tools/node_counts.py            # markdown table on stdout
 """

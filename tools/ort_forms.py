@@ -68,7 +68,7 @@ def measure(preset, threads, repeat, tmp):
 
 
 def markdown(rows) -> str:
-    """The README table: one line per preset and head count, prefill and decode per form."""
+    """docs/export.md's Forms table: one line per preset and head count, prefill and decode per form."""
     lines = ["| preset | heads (q+kv) | prefill 1x2048 fused | prefill table | decode 64x1 fused | decode table |",
              "|---|---|---|---|---|---|"]
     keyed = {(r["preset"], r["heads"], r["shape"].split()[0]): r for r in rows}
@@ -82,7 +82,7 @@ def markdown(rows) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--markdown", metavar="JSON", help="print the README table of a saved run and stop")
+    parser.add_argument("--markdown", metavar="JSON", help="print docs/export.md's table of a saved run and stop")
     parser.add_argument("--presets", nargs="*", default=rx.list_presets())
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=20)

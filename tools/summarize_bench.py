@@ -1,4 +1,4 @@
-"""Summarise `rope-export bench --json` files into the README's CPU performance table: per
+"""Summarise `rope-export bench --json` files into docs/performance.md's CPU table: per
 preset and shape (both head regimes, prefill and decode), the default export (`form="auto"`:
 the table form where it applies, else fused) against the copy floor, the bare onnxruntime op
 fed precomputed cos/sin, torch's own export of the HF-style module, and our torch module
