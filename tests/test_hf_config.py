@@ -1,6 +1,7 @@
-"""rope_export.config_file, rope_export.rope_fields and rope_export.hf_config on the config.json files models publish:
-nested parts read alone, two rope blocks read as transformers reads them, malformed per-layer
-blocks refused naming the layer type, class defaults filled in as transformers fills them."""
+"""Tests of rope_export.hf_config: the rotary of the config.json files models publish, read or refused with its reason."""
+
+# Parts nested in composite configs and unusual key layouts are held against transformers' own
+# rotary and apply function by the coverage probe (tests marked hf).
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import torch
 
 import rope_export as rx
 from rope_export.architectures import DEFAULT_THETA, VERIFIED_TEXT
-from rope_export.rope_fields import TWO_BLOCKS_RULE_PROVEN_ON
+from tests.helpers import COS_ATOL, DEEPSEEK_V3, arange_positions, deepseek_v3_spec, probe_rows
+
 
 QWEN25_VL_TEXT = {"model_type": "qwen2_5_vl_text", "hidden_size": 1024, "num_attention_heads": 16,
                   "rope_scaling": {"type": "mrope", "mrope_section": [8, 12, 12]}, "rope_theta": 5000.0}
@@ -21,47 +23,6 @@ def test_text_and_text_config_name_the_same_part():
     cfg = {"model_type": "qwen2_5_vl", "text_config": QWEN25_VL_TEXT, "vision_config": {"model_type": "qwen2_5_vl_vision"}}
     assert rx.RopeSpec.from_hf_config(cfg, part="text") == rx.RopeSpec.from_hf_config(cfg, part="text_config")
     assert rx.RopeSpec.from_hf_config(cfg, part="text").scaling_dict["rope_theta"] == 5000.0
-
-
-def test_top_level_rope_fields_beside_a_text_config_must_agree():
-    """Qwen2.5-VL's older files keep the decoder's rope fields at the top level; transformers 5
-    reads a text_config alone. A top-level value the text_config does not repeat is two readings."""
-    text = {k: v for k, v in QWEN25_VL_TEXT.items() if k != "rope_theta"}
-    cfg = {"model_type": "qwen2_5_vl", "rope_theta": 5000.0, "text_config": text}
-    for part in ("text", "text_config", None):
-        with pytest.raises(ValueError, match=r"rope_theta.*5000.*text_config"):
-            rx.RopeSpec.from_hf_config(cfg, part=part)
-    # A top level that repeats part of the text_config's fields, with the same values: one reading.
-    partial = {**cfg, "rope_theta": 5000.0, "text_config": QWEN25_VL_TEXT}
-    assert rx.RopeSpec.from_hf_config(partial).scaling_dict["rope_theta"] == 5000.0
-    # The same values written both ways (transformers 4 files say "type": "mrope"): one reading.
-    same = {**cfg, "rope_scaling": {"rope_type": "default", "mrope_section": [8, 12, 12]}, "text_config": QWEN25_VL_TEXT}
-    assert rx.RopeSpec.from_hf_config(same).scaling_dict["mrope_section"] == [8, 12, 12]
-    # A family that keeps nothing of its decoder at the top level: the top level is ignored.
-    other = {"model_type": "llava", "head_dim": 1280, "rope_theta": 5.0,
-             "text_config": {"model_type": "llama", "hidden_size": 1024, "num_attention_heads": 8}}
-    spec = rx.RopeSpec.from_hf_config(other, part="text")
-    assert (spec.head_dim, spec.scaling_dict["rope_theta"]) == (128, 10000.0)
-
-
-def test_malformed_per_layer_rope_parameters_name_the_layer_type():
-    base = {"model_type": "gemma3_text", "hidden_size": 256, "num_attention_heads": 4, "head_dim": 64,
-            "layer_types": ["sliding_attention", "full_attention"]}
-    full = {"rope_type": "default", "rope_theta": 1e6}
-    cases = {
-        r"rope_parameters\['sliding_attention'\].*int 5": {"full_attention": full, "sliding_attention": 5},
-        r"every layer type's entry is null.*full_attention": {"full_attention": None, "sliding_attention": None},
-        r"mixes layer-type entries \(full_attention\) with flat fields \(rope_theta=": {"rope_theta": 1e4, "full_attention": full},
-    }
-    for message, params in cases.items():
-        with pytest.raises(ValueError, match=message):
-            rx.RopeSpec.from_hf_config({**base, "rope_parameters": params}, layer_type="full_attention")
-    with pytest.raises(ValueError, match=r"none of which the config's layer_types \(full_attention, sliding_attention\)"):
-        rx.RopeSpec.from_hf_config({**base, "rope_parameters": {"global": full, "local": full}}, layer_type="global")
-    undeclared = {k: v for k, v in base.items() if k != "layer_types"}
-    with pytest.raises(ValueError, match=r"full_attention.*sliding_attention=5"):
-        rx.RopeSpec.from_hf_config({**undeclared, "rope_parameters": {"full_attention": full, "sliding_attention": 5}},
-                                   layer_type="full_attention")
 
 
 def test_class_default_theta_fills_a_config_that_names_none():
@@ -77,39 +38,6 @@ def test_class_default_theta_fills_a_config_that_names_none():
     assert rx.RopeSpec.from_hf_config(qwen3, part="vision").scaling_dict["rope_theta"] == 10000.0
     lfm3 = {"model_type": "lfm3_vl", "vision_config": {**vision, "model_type": "lfm3_vl_vision"}}
     assert rx.RopeSpec.from_hf_config(lfm3, part="vision").scaling_dict["rope_theta"] == DEFAULT_THETA["lfm3_vl_vision"]
-
-
-# -------------------------------------------------------- against the installed transformers
-@pytest.mark.hf
-def test_two_rope_blocks_read_as_transformers_reads_them():
-    """rope_scaling and rope_parameters in one file: transformers takes rope_scaling whole (its
-    rule on every release in TWO_BLOCKS_RULE_PROVEN_ON); rope_export's cos/sin equal the model's."""
-    transformers = pytest.importorskip("transformers")
-    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
-
-    base = {"hidden_size": 256, "num_attention_heads": 4, "max_position_embeddings": 512}
-    pairs = [({"rope_type": "linear", "factor": 4.0}, {"rope_type": "default", "rope_theta": 10000.0}),
-             ({"rope_type": "dynamic", "factor": 2.0}, {"rope_type": "yarn", "factor": 4.0, "rope_theta": 500000.0,
-                                                        "original_max_position_embeddings": 128})]
-    pos = torch.tensor([[0, 1, 7, 100, 511, 2000]])
-    for scaling, parameters in pairs:
-        cfg = {**base, "rope_scaling": scaling, "rope_parameters": parameters}
-        module = LlamaRotaryEmbedding(transformers.LlamaConfig(**cfg))
-        want = module(torch.zeros(1), pos)
-        spec = rx.RopeSpec.from_hf_config({**cfg, "model_type": "llama"})
-        cos, sin = rx.RotaryEmbedding(spec).cos_sin(pos)
-        torch.testing.assert_close(torch.cat((cos, cos), -1), want[0], rtol=0, atol=1e-6)
-        torch.testing.assert_close(torch.cat((sin, sin), -1), want[1], rtol=0, atol=1e-6)
-    assert TWO_BLOCKS_RULE_PROVEN_ON and all(r.count(".") == 2 for r in TWO_BLOCKS_RULE_PROVEN_ON)
-
-
-@pytest.mark.hf
-def test_a_transformers_config_object_reads_as_its_config_json():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.Qwen2VLConfig(text_config={"hidden_size": 512, "num_attention_heads": 4})
-    assert rx.RopeSpec.from_hf_config(config) == rx.RopeSpec.from_hf_config(config.to_dict())
-    with pytest.raises(ValueError, match="config must be a dict, a transformers config or a config.json path, got int"):
-        rx.RopeSpec.from_hf_config(5)
 
 
 @pytest.mark.hf
@@ -153,7 +81,7 @@ def _composites():
 def test_every_composite_config_reads_its_decoder_from_its_text_config():
     """Every composite config of the installed transformers that nests a text_config:
     ``from_hf_config(whole, part="text")`` is the spec of the decoder's own text_config (the
-    config the text decoder is built from, whose reading tests/test_hf_coverage.py holds to its
+    config the text decoder is built from, whose reading tests/hf/test_coverage.py holds to its
     code), or both are refused. MusicFlamingo's top-level head_dim and rope_parameters belong to
     its audio clock: its text part is its Qwen2 decoder."""
     composites = _composites()
@@ -228,17 +156,298 @@ def test_fields_a_family_ignores_or_fills_in_itself_are_refused():
                                     "head_dim": 128, "rope_theta": 500000.0})
 
 
+def test_bad_hf_configs_name_the_field():
+    base = {"hidden_size": 256, "num_attention_heads": 4, "max_position_embeddings": 512}
+    with pytest.raises(ValueError, match="rope_type"):
+        rx.RopeSpec.from_hf_config({**base, "rope_scaling": {"type": "ntk-by-parts-v9"}})
+    with pytest.raises(ValueError, match="rope_scaling.factor"):
+        rx.RopeSpec.from_hf_config({**base, "rope_scaling": {"type": "linear"}})
+    with pytest.raises(ValueError, match="low_freq_factor"):
+        rx.RopeSpec.from_hf_config({**base, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0,
+                                                           "original_max_position_embeddings": 64}})
+    with pytest.raises(ValueError, match="short_factor"):
+        rx.RopeSpec.from_hf_config({**base, "original_max_position_embeddings": 64, "rope_scaling": {"type": "longrope", "long_factor": [1.0] * 32}})
+    with pytest.raises(ValueError, match="head_dim"):
+        rx.RopeSpec.from_hf_config({"num_attention_heads": 4})
+    with pytest.raises(ValueError, match="vision_config"):
+        rx.RopeSpec.from_hf_config(base, part="vision")
+    with pytest.raises(ValueError, match="not a vision encoder rope_export knows"):
+        rx.RopeSpec.from_hf_config({"vision_config": {"model_type": "siglip_vision_model", "hidden_size": 64}}, part="vision")
+    with pytest.raises(ValueError, match="no such file"):
+        rx.RopeSpec.from_hf_config("/nonexistent/config.json")
+    with pytest.raises(ValueError, match="unknown preset"):
+        rx.load_preset("llama-99")
+
+
 @pytest.mark.hf
-def test_field_facts_are_what_the_installed_transformers_proves():
-    """Every ignored or self-filled field the probe finds on the installed release is recorded."""
+def test_gpt_neox_partial_rotary():
+    pytest.importorskip("transformers")
+    from transformers import GPTNeoXConfig
+    from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXRotaryEmbedding
+
+    cfg = dict(hidden_size=256, num_attention_heads=4, rotary_pct=0.25, rotary_emb_base=10000, max_position_embeddings=128)
+    hf = GPTNeoXRotaryEmbedding(GPTNeoXConfig(**cfg, num_hidden_layers=1))
+    spec = rx.RopeSpec.from_hf_config({**cfg, "model_type": "gpt_neox"})
+    assert spec.rotary_dim == 16 and torch.equal(torch.tensor(spec.inv_freq), hf.inv_freq)
+
+
+@pytest.mark.hf
+def test_gptj_interleaved_sin_cos_table():
+    pytest.importorskip("transformers")
+    from transformers.models.gptj.modeling_gptj import create_sinusoidal_positions
+
+    spec = rx.RopeSpec.from_hf_config({"model_type": "gptj", "n_embd": 256, "n_head": 4, "rotary_dim": 16, "n_positions": 64})
+    assert spec.layout == "interleaved" and spec.rotary_dim == 16
+    table = create_sinusoidal_positions(64, 16)  # [pos, sin(8) | cos(8)]
+    cos, sin = rx.RotaryEmbedding(spec).cos_sin(arange_positions(64))
+    torch.testing.assert_close(sin[0], table[:, :8], atol=COS_ATOL, rtol=0)
+    torch.testing.assert_close(cos[0], table[:, 8:], atol=COS_ATOL, rtol=0)
+
+
+@pytest.mark.hf
+@pytest.mark.parametrize("model_type, parts", [
+    # Built from a nested config although annotated with the root's: read at its key path.
+    ("dia", {"encoder_config", "decoder_config"}),
+    ("t5gemma", {"encoder", "decoder"}),
+    ("qwen2_5_omni", {"thinker_config.text_config", "talker_config"}),
+    ("qwen3_omni_moe", {"thinker_config.text_config", "talker_config.text_config", "talker_config.code_predictor_config",
+                        "code2wav_config"}),
+    ("nemotron3_diarization", {"audio_config"}),
+])
+def test_nested_parts_are_read_where_the_model_builds_its_rotary(model_type, parts):
+    pytest.importorskip("transformers")
+    rows = probe_rows(model_type)
+    for part in parts:
+        assert rows[(part, None)][0] == "exact", (part, rows.get((part, None)))
+    assert ("text", None) not in rows or rows[("text", None)][0] == "exact"
+
+
+@pytest.mark.hf
+def test_nested_part_without_model_type_is_verified_by_its_key_path():
+    # Qwen3-Omni's code2wav config has model_type "": verified as "qwen3_omni_moe.code2wav_config".
     transformers = pytest.importorskip("transformers")
-    from rope_export.architectures import FIELD_FACTS
-    from rope_export.hf.fields import field_facts
+    data = transformers.AutoConfig.for_model("qwen3_omni_moe").to_dict()
+    assert data["code2wav_config"].get("model_type") == ""
+    spec = rx.RopeSpec.from_hf_config(data, part="code2wav_config")
+    assert spec.num_axes == 1 and spec.layout == "half"
+    with pytest.raises(ValueError, match="3D coordinates"):
+        rx.RopeSpec.from_hf_config(transformers.AutoConfig.for_model("esmfold2").to_dict(), part="atom_encoder")
+
+
+@pytest.mark.hf
+def test_qwen2_5_omni_thinker_and_talker_are_mrope():
+    transformers = pytest.importorskip("transformers")
+    data = transformers.AutoConfig.for_model("qwen2_5_omni").to_dict()
+    for part in ("thinker_config.text_config", "talker_config"):
+        spec = rx.RopeSpec.from_hf_config(data, part=part)
+        assert spec.num_axes == 3 and dict(spec.scaling)["mrope_section"] in ([16, 24, 24], (16, 24, 24)), part
+
+
+@pytest.mark.hf
+def test_dbrx_reads_its_own_key_names_and_its_trained_base():
+    # databricks/dbrx-instruct config.json: d_model 6144, n_heads 48, max_seq_len 32768,
+    # attn_config.rope_theta 500000 (transformers 5.23 ignores that one and rotates with 10000).
+    pytest.importorskip("transformers")
+    cfg = {"model_type": "dbrx", "d_model": 6144, "n_heads": 48, "max_seq_len": 32768,
+           "attn_config": {"clip_qkv": 8, "kv_n_heads": 8, "rope_theta": 500000}}
+    spec = rx.RopeSpec.from_hf_config(cfg)
+    assert spec.head_dim == 128 and spec.max_position_embeddings == 32768
+    assert spec.inv_freq[1] == pytest.approx(500000 ** (-2 / 128), rel=1e-6)
+    # A file re-saved by transformers 5 carries both bases: refused, naming both.
+    with pytest.raises(ValueError, match="disagree"):
+        rx.RopeSpec.from_hf_config({**cfg, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}})
+    assert probe_rows("dbrx")[("text", None)][0] == "exact"  # the default config, against transformers' code
+
+
+@pytest.mark.hf
+def test_moonshine_shares_the_decoders_head_count_and_pairs_interleaved():
+    transformers = pytest.importorskip("transformers")
+    spec = rx.RopeSpec.from_hf_config(transformers.MoonshineConfig().to_dict())
+    assert (spec.head_dim, spec.rotary_dim, spec.layout) == (36, 32, "interleaved")
+    assert probe_rows("moonshine")[("text", None)][0] == "exact"
+
+
+@pytest.mark.hf
+def test_blt_pairs_interleaved():
+    # Its cos/sin are repeat_interleave'd and its own rotate_half pairs (2i, 2i + 1).
+    transformers = pytest.importorskip("transformers")
+    rows = probe_rows("blt")
+    for part in ("encoder_config", "decoder_config", "global_config", "patcher_config"):
+        assert rows[(part, None)][0] == "exact", rows[(part, None)]
+    assert rx.RopeSpec.from_hf_config(transformers.AutoConfig.for_model("blt").to_dict(),
+                                      part="global_config").layout == "interleaved"
+
+
+@pytest.mark.hf
+def test_neomme_is_a_two_axis_decoder_per_layer_type():
+    transformers = pytest.importorskip("transformers")
+    data = transformers.AutoConfig.for_model("neomme").to_dict()
+    full = rx.RopeSpec.from_hf_config(data, layer_type="full_attention")
+    assert full.num_axes == 2 and full.rotary_dim == full.head_dim // 4 and full.axis_of_pair == (0, 1) * 4
+    assert {s for s, _ in probe_rows("neomme").values()} == {"exact"}
+
+
+@pytest.mark.hf
+def test_minimax_vision_is_three_axes_with_a_pass_through_tail():
+    transformers = pytest.importorskip("transformers")
+    data = transformers.AutoConfig.for_model("minimax_m3_vl").to_dict()
+    spec = rx.RopeSpec.from_hf_config(data, part="vision")
+    assert (spec.head_dim, spec.rotary_dim, spec.num_axes) == (80, 78, 3)
+    assert spec.axis_of_pair == (0,) * 13 + (1,) * 13 + (2,) * 13
+    assert probe_rows("minimax_m3_vl")[("vision", None)][0] == "exact"
+
+
+@pytest.mark.hf
+@pytest.mark.parametrize("model_type", ["sam2_video", "edgetam_video", "sam3_tracker_video"])
+def test_sam_memory_attention(model_type):
+    """SAM 2 video's memory attention: 2D over the memory's feature grid, consecutive dims paired,
+    the x (column) angles first; its position_ids are (x, y), ours (row, column)."""
+    transformers = pytest.importorskip("transformers")
+    data = transformers.AutoConfig.for_model(model_type).to_dict()
+    spec = rx.RopeSpec.from_hf_config(data, part="memory_attention")
+    assert spec.layout == "interleaved" and spec.num_axes == 2 and spec.axis_of_pair[0] == 1
+    assert spec.max_position_embeddings == max(data["memory_attention_rope_feat_sizes"])
+    assert probe_rows(model_type)[("memory_attention", None)][0] == "exact"
+    with pytest.raises(ValueError, match="memory_attention_hidden_size"):
+        rx.RopeSpec.from_hf_config(transformers.LlamaConfig().to_dict(), part="memory_attention")
+
+
+@pytest.mark.hf
+@pytest.mark.parametrize("model_type, part, reason", [
+    ("hunyuan_vl", "text", "follow different position streams"),
+    ("gemma4_vision", "vision", "inside that half"),
+    ("eomt_dinov3", "vision", "patch-centre coordinates"),
+    ("sam3_vit_model", "vision", "scaled by window_size"),
+    ("efficientloftr", "text", "fixed 2D grid"),
+])
+def test_refusals_name_the_reason(model_type, part, reason):
+    transformers = pytest.importorskip("transformers")
+    data = transformers.AutoConfig.for_model(model_type).to_dict()
+    with pytest.raises(ValueError, match=reason):
+        rx.RopeSpec.from_hf_config(data, part=part)
+
+
+@pytest.mark.hf
+def test_hunyuan_vl_is_not_a_rotation():
+    """The refusal's reason, measured: with different streams its M-RoPE changes the norm of
+    (i, i + D/2) pairs, which its rotate_half pairs."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.hunyuan_vl import modeling_hunyuan_vl as M
+
+    cfg = transformers.AutoConfig.for_model("hunyuan_vl").text_config
+    cfg.rope_parameters = {**cfg.rope_parameters, "mrope_section": [16, 16, 16, 16]}
+    cos, sin = M.HunYuanVLRotaryEmbedding(cfg)(torch.zeros(1), torch.stack([torch.arange(5) * k + 1 for k in (1, 3, 7, 11)])[:, None])
+    q = torch.randn(1, 1, 5, cos.shape[-1], generator=torch.Generator().manual_seed(0))
+    out, _ = M.apply_rotary_pos_emb(q, q, cos, sin)
+    half = cos.shape[-1] // 2
+    norms = [t[..., :half] ** 2 + t[..., half:] ** 2 for t in (q, out)]
+    assert not torch.allclose(*norms, atol=1e-3)
+
+
+@pytest.mark.hf
+def test_zamba2_without_mem_rope_has_no_rotary():
+    transformers = pytest.importorskip("transformers")
+    with pytest.raises(ValueError, match="use_mem_rope"):
+        rx.RopeSpec.from_hf_config(transformers.AutoConfig.for_model("zamba2").to_dict())
+
+
+@pytest.mark.hf
+def test_deepseek_v32_one_spec_per_use(tmp_path, monkeypatch):
+    """DeepSeek V3.2 applies one rotary two ways: its MLA attention de-interleaves q_pe / k_pe, its
+    sparse-attention indexer rotates the first qk_rope_head_dim dims of its index heads in half
+    pairs. layer_type= picks the use; the probe holds each against its own apply function and
+    would call a swapped pairing wrong; patch swaps both functions, each with its pairing."""
+    transformers = pytest.importorskip("transformers")
+    data = transformers.DeepseekV32Config().to_dict()
+    attention = rx.RopeSpec.from_hf_config(data, layer_type="attention")
+    indexer = rx.RopeSpec.from_hf_config(data, layer_type="indexer")
+    assert (attention.layout, attention.head_dim, attention.rotary_dim) == ("interleaved_to_half", 64, 64)
+    assert (indexer.layout, indexer.head_dim, indexer.rotary_dim) == ("half", 128, 64)
+    assert attention.inv_freq == indexer.inv_freq
+    assert {s for s, _ in probe_rows("deepseek_v32").values()} == {"exact"}
+    from rope_export import architectures
+
+    swapped = {"attention": ("apply_rotary_pos_emb_interleave", "half", "qk_rope_head_dim"),
+               "indexer": ("apply_rotary_pos_emb", "interleaved_to_half", "index_head_dim")}
+    monkeypatch.setitem(architectures.ROTARY_USES, "deepseek_v32", swapped)
+    assert {s for s, _ in probe_rows("deepseek_v32").values()} == {"wrong"}
+    monkeypatch.undo()
+
+    from rope_export.hf.export import export_hf
 
     transformers.logging.set_verbosity_error()
-    found = field_facts(sorted(VERIFIED_TEXT))
-    missing = {t: {k: sorted(set(v) - set(FIELD_FACTS.get(t, {}).get(k, []))) for k, v in f.items()}
-               for t, f in found.items()}
-    missing = {t: f for t, f in missing.items() if any(f.values())}
-    assert not missing, f"run tools/hf_coverage.py --write-verified: {missing}"
-    assert len(found) >= 100, len(found)  # 158 types with a fact on transformers 5.25
+    report = export_hf(data, tmp_path / "m.onnx", layers=1, compare_unpatched=False)
+    assert report.passed and report.rotary_nodes == 4, report.summary()  # 2 in the attention, 2 in the indexer
+
+
+@pytest.mark.hf
+def test_unverified_and_refused_types_name_the_reason():
+    transformers = pytest.importorskip("transformers")
+    with pytest.raises(ValueError, match="not one rope_export has verified"):
+        rx.RopeSpec.from_hf_config({"model_type": "made_up_llm", "hidden_size": 64, "num_attention_heads": 2})
+    with pytest.raises(ValueError, match="minus the angle"):
+        rx.RopeSpec.from_hf_config({"model_type": "nanochat", "hidden_size": 64, "num_attention_heads": 2})
+    with pytest.raises(ValueError, match="two ways.*layer_type"):
+        rx.RopeSpec.from_hf_config(transformers.DeepseekV32Config().to_dict())
+    assert rx.RopeSpec.from_hf_config(transformers.DeepseekV3Config().to_dict()).layout == "interleaved_to_half"
+    with pytest.raises(ValueError, match="trailing rope dims"):
+        rx.RopeSpec.from_hf_config(transformers.AutoConfig.for_model("deepseek_v4").to_dict())
+    # ESMFold2's atom encoder rotates by xyz coordinates and a space id; its nested config's
+    # model_type is "": not read by the generic text rule.
+    atom = transformers.AutoConfig.for_model("esmfold2").to_dict()["atom_encoder"]
+    assert atom.get("model_type") == ""
+    with pytest.raises(ValueError, match="not one rope_export has verified"):
+        rx.RopeSpec.from_hf_config(atom)
+    # An unverified type checked against transformers' code for this very config.
+    from rope_export.hf.coverage import check_config
+
+    assert check_config(transformers.Qwen3Config().to_dict()).head_dim == 128
+    with pytest.raises(ValueError, match="not one transformers"):
+        check_config({"model_type": "made_up_llm", "hidden_size": 64, "num_attention_heads": 2})
+    with pytest.raises(ValueError, match="minus the angle"):
+        check_config(transformers.NanoChatConfig().to_dict())
+    # No model_type: no architecture to check against, the generic rule applies.
+    assert rx.RopeSpec.from_hf_config({"hidden_size": 64, "num_attention_heads": 2}).layout == "half"
+
+
+@pytest.mark.hf
+def test_layer_types_gemma3_new_and_old_config_files():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.Gemma3TextConfig()
+    with pytest.raises(ValueError, match="layer_type"):
+        rx.RopeSpec.from_hf_config(cfg.to_dict())
+    with pytest.raises(ValueError, match="not one of"):
+        rx.RopeSpec.from_hf_config(cfg.to_dict(), layer_type="cross_attention")
+    new = {lt: rx.RopeSpec.from_hf_config(cfg.to_dict(), layer_type=lt) for lt in ("full_attention", "sliding_attention")}
+    assert new["full_attention"].inv_freq != new["sliding_attention"].inv_freq
+    # A config.json as Gemma 3 checkpoints publish it (rope_local_base_freq, linear scaling).
+    old = {"model_type": "gemma3_text", "hidden_size": 2560, "num_attention_heads": 8, "head_dim": 256,
+           "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "rope_scaling": {"rope_type": "linear", "factor": 8.0},
+           "max_position_embeddings": 131072}
+    ours = {lt: rx.RopeSpec.from_hf_config(old, layer_type=lt) for lt in ("full_attention", "sliding_attention")}
+    module = transformers.models.gemma3.modeling_gemma3.Gemma3RotaryEmbedding(transformers.Gemma3TextConfig(**old))
+    for lt, spec in ours.items():
+        assert torch.equal(torch.tensor(spec.inv_freq), getattr(module, f"{lt}_inv_freq")), lt
+
+
+@pytest.mark.hf
+def test_config_reads_the_de_interleaving_layout_on_q_pe():
+    spec = deepseek_v3_spec()
+    assert (spec.layout, spec.head_dim, spec.rotary_dim) == ("interleaved_to_half", 64, 64)
+    assert deepseek_v3_spec({**DEEPSEEK_V3, "rope_interleave": False}).layout == "half"
+    # DeepSeek V2: complex multiplication over adjacent pairs, written in place.
+    v2 = {k: v for k, v in DEEPSEEK_V3.items() if k != "rope_interleave"}
+    assert deepseek_v3_spec({**v2, "model_type": "deepseek_v2"}).layout == "interleaved"
+    # Mistral 4: frequencies over head_dim * partial_rotary_factor, which is all of q_pe.
+    m4 = {"model_type": "mistral4", "hidden_size": 4096, "num_attention_heads": 32, "head_dim": 128,
+          "qk_rope_head_dim": 64, "rope_interleave": True,
+          "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}}
+    assert (deepseek_v3_spec(m4).rotary_dim, deepseek_v3_spec(m4).layout) == (64, "interleaved_to_half")
+    with pytest.raises(ValueError, match="would not cover q_pe"):
+        deepseek_v3_spec({**m4, "head_dim": 96})
+    # DeepSeek V3.2: its indexer rotates half pairs, its attention de-interleaves: one spec per use.
+    v32 = {**DEEPSEEK_V3, "model_type": "deepseek_v32", "index_head_dim": 128}
+    with pytest.raises(ValueError, match="two ways"):
+        deepseek_v3_spec(v32)
+    assert rx.RopeSpec.from_hf_config(v32, layer_type="attention").layout == "interleaved_to_half"
+    assert rx.RopeSpec.from_hf_config(v32, layer_type="indexer").layout == "half"

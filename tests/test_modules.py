@@ -1,18 +1,21 @@
-"""The torch module against the float64 reference and against the maths of rotations."""
+"""Tests of rope_export.modules: the torch rotary modules against the float64 reference and the maths of rotations."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
-from helpers import EPS32, all_specs, float32_tolerance, pair_norm_max, random_positions
 
 import rope_export as rx
 from rope_export.modules import deinterleave
 from rope_export.reference import rotate
+from rope_export.validate import TOLERANCES, compare
+from tests.helpers import (DEEPSEEK_V3, EPS32, all_specs, deepseek_v3_spec, float32_tolerance, pair_norm_max,
+                           random_positions)
+
 
 SPECS = all_specs()
+
+
 IDS = [name for name, _ in SPECS]
 
 
@@ -160,45 +163,6 @@ def test_no_complex_ops_anywhere_in_the_package():
             assert banned not in text, f"{path.name} uses {banned}"
 
 
-# ------------------------------------------------------------------ bad input
-def test_bad_specs_name_the_field():
-    with pytest.raises(ValueError, match="head_dim must be even"):
-        rx.RopeSpec.standard(63)
-    with pytest.raises(ValueError, match="rotary_dim"):
-        rx.RopeSpec(head_dim=64, rotary_dim=80, inv_freq=(1.0,) * 40)
-    with pytest.raises(ValueError, match="sections"):
-        rx.RopeSpec.mrope(128, [16, 24, 20])
-    with pytest.raises(ValueError, match="inv_freq"):
-        rx.RopeSpec(head_dim=8, rotary_dim=8, inv_freq=(1.0, 0.5))
-    with pytest.raises(ValueError, match="axis_of_pair"):
-        rx.RopeSpec(head_dim=4, rotary_dim=4, inv_freq=(1.0, 0.5), axis_of_pair=(0, 1))
-    with pytest.raises(ValueError, match="layout"):
-        rx.RopeSpec.standard(8, layout="neox")
-
-
-def test_bad_hf_configs_name_the_field():
-    base = {"hidden_size": 256, "num_attention_heads": 4, "max_position_embeddings": 512}
-    with pytest.raises(ValueError, match="rope_type"):
-        rx.RopeSpec.from_hf_config({**base, "rope_scaling": {"type": "ntk-by-parts-v9"}})
-    with pytest.raises(ValueError, match="rope_scaling.factor"):
-        rx.RopeSpec.from_hf_config({**base, "rope_scaling": {"type": "linear"}})
-    with pytest.raises(ValueError, match="low_freq_factor"):
-        rx.RopeSpec.from_hf_config({**base, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0,
-                                                           "original_max_position_embeddings": 64}})
-    with pytest.raises(ValueError, match="short_factor"):
-        rx.RopeSpec.from_hf_config({**base, "original_max_position_embeddings": 64, "rope_scaling": {"type": "longrope", "long_factor": [1.0] * 32}})
-    with pytest.raises(ValueError, match="head_dim"):
-        rx.RopeSpec.from_hf_config({"num_attention_heads": 4})
-    with pytest.raises(ValueError, match="vision_config"):
-        rx.RopeSpec.from_hf_config(base, part="vision")
-    with pytest.raises(ValueError, match="not a vision encoder rope_export knows"):
-        rx.RopeSpec.from_hf_config({"vision_config": {"model_type": "siglip_vision_model", "hidden_size": 64}}, part="vision")
-    with pytest.raises(ValueError, match="no such file"):
-        rx.RopeSpec.from_hf_config("/nonexistent/config.json")
-    with pytest.raises(ValueError, match="unknown preset"):
-        rx.load_preset("llama-99")
-
-
 def test_bad_forward_inputs_name_the_problem(gen):
     rope3 = rx.RotaryEmbedding(rx.load_preset("qwen2-vl-7b"))
     q, k = _qk(rope3.spec, gen)
@@ -213,16 +177,6 @@ def test_bad_forward_inputs_name_the_problem(gen):
         rope1(q, k[..., :64], torch.zeros(2, 9, dtype=torch.int64))
     with pytest.raises(ValueError, match="backend"):
         rx.RotaryEmbedding(rope1.spec, backend="cuda-magic")
-
-
-# --------------------------------------------------------------- spec round trip
-@pytest.mark.parametrize("name,spec", SPECS[::2], ids=IDS[::2])
-def test_spec_json_round_trip_and_hash(name, spec):
-    again = rx.RopeSpec.from_dict(spec.to_json())
-    assert again == spec and hash(again) == hash(spec)
-    assert rx.RopeSpec.from_dict(spec.to_dict()) == spec
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        spec.head_dim = 2  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("name,spec", all_specs(), ids=[n for n, _ in all_specs()])
@@ -240,3 +194,86 @@ def test_eager_fast_path_is_bit_identical_to_the_plain_ops(name, spec, gen):
         # The module's small-tensor path (decode: widened cos/sin shared by q and k), too.
         small, _ = rope(x, x[:, :1], pos)
         assert small.dtype == dtype and torch.equal(small, plain), (name, dtype, "small")
+
+
+def test_rotary_module_refuses_mismatched_inputs():
+    rope = rx.RotaryEmbedding(rx.RopeSpec.standard(8))
+    q = torch.randn(1, 2, 5, 8)
+    pos = torch.arange(5)[None]
+    for bad_args, message in [((q, q, torch.zeros(3, 5, dtype=torch.int64)), "batch"),
+                              ((q, q, torch.zeros(1, 1, dtype=torch.int64)), "positions per row"),
+                              ((q.long(), q.long(), pos), "float32"),
+                              ((q, q[:, :, :3], pos), "disagree")]:
+        with pytest.raises(ValueError, match=message):
+            rope(*bad_args)
+    q2 = torch.randn(2, 2, 5, 8)  # batch-1 positions are shared: documented
+    assert rope(q2, q2, pos)[0].shape == q2.shape
+    longrope = rx.RotaryEmbedding(rx.load_preset("phi-3-mini-128k"))
+    empty = torch.randn(1, 2, 0, 96)
+    assert longrope(empty, empty, torch.zeros(1, 0, dtype=torch.int64))[0].shape == empty.shape
+
+
+def test_frequencies_stay_float32_whatever_the_module_is_cast_to():
+    spec = rx.load_preset("phi-3-mini-128k")  # LongRoPE: two frequency tables
+    q = torch.randn(1, 2, 5, spec.head_dim)
+    pos = torch.arange(5)[None] * 9000
+    want = rx.RotaryEmbedding(spec)(q, q, pos)
+    for cast in (lambda m: m.half(), lambda m: m.to(torch.bfloat16), lambda m: m.double()):
+        module = cast(rx.RotaryEmbedding(spec))
+        assert module.inv_freq.dtype == module.long_inv_freq.dtype == torch.float32
+        assert torch.equal(module(q, q, pos)[0], want[0])
+
+
+def test_backends_that_cannot_do_something_say_which_can():
+    rope = rx.RotaryEmbedding(rx.RopeSpec.standard(8))
+    with pytest.raises(TypeError, match="not TorchScript-scriptable: export it with torch.onnx.export"):
+        torch.jit.script(rope)
+    triton = rx.RotaryEmbedding(rx.RopeSpec.standard(8), backend="triton")
+    q = torch.randn(1, 1, 3, 8, requires_grad=True)
+    with pytest.raises(ValueError, match="backend='triton' has no backward"):
+        triton(q, q, torch.arange(3)[None])
+
+
+@pytest.mark.hf
+def test_layout_is_the_half_rotation_of_de_interleaved_dims():
+    spec = rx.RopeSpec.standard(8, rotary_dim=6, layout="interleaved_to_half")
+    x = torch.arange(8.0).reshape(1, 1, 1, 8)
+    assert deinterleave(x, 6)[0, 0, 0].tolist() == [0, 2, 4, 1, 3, 5, 6, 7]
+    pos = torch.tensor([[3]])
+    zero = rx.RotaryEmbedding(spec)(x, x, torch.zeros_like(pos))[0]
+    assert zero[0, 0, 0].tolist() == [0, 2, 4, 1, 3, 5, 6, 7]  # angle 0: the permutation alone
+    want = rotate(deinterleave(x, 6), pos, spec.with_layout("half")).float()
+    torch.testing.assert_close(rx.RotaryEmbedding(spec)(x, x, pos)[0], want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(rotate(x, pos, spec).float(), want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.hf
+def test_matches_deepseek_v3_modeling_code():
+    """Numbers from transformers' own DeepseekV3RotaryEmbedding and apply_rotary_pos_emb_interleave."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.deepseek_v3 import modeling_deepseek_v3 as M
+
+    config = transformers.DeepseekV3Config(**{k: v for k, v in DEEPSEEK_V3.items() if k != "model_type"})
+    hf = M.DeepseekV3RotaryEmbedding(config)
+    spec = deepseek_v3_spec()
+    g = torch.Generator().manual_seed(0)
+    pos = torch.tensor([[0, 1, 2, 7, 100, 1000, 4095, 9000]])
+    q, k = torch.randn(1, 4, 8, 64, generator=g), torch.randn(1, 1, 8, 64, generator=g)
+    cos, sin = hf(q, pos)
+    want = M.apply_rotary_pos_emb_interleave(q, k, cos, sin)
+    got = rx.RotaryEmbedding(spec)(q, k, pos)
+    for g_, w in zip(got, want):
+        assert compare(g_.numpy(), w.numpy(), TOLERANCES["float32"])["ok"]
+    # the in-place interleaved rotation differs (by a permutation): not what the model computes
+    inplace = rx.RotaryEmbedding(spec.with_layout("interleaved"))(q, k, pos)[0]
+    assert (inplace - want[0]).abs().max() > 1
+
+
+@pytest.mark.hf
+def test_module_against_float64_reference_random_positions():
+    spec = deepseek_v3_spec()
+    g = torch.Generator().manual_seed(1)
+    q, k = torch.randn(2, 3, 17, 64, generator=g), torch.randn(2, 1, 17, 64, generator=g)
+    pos = random_positions(spec, 2, 17, 8000, g)
+    for got, x in zip(rx.RotaryEmbedding(spec)(q, k, pos), (q, k)):
+        assert (got.double() - rotate(x, pos, spec)).abs().max() <= float32_tolerance(spec, pos, x)

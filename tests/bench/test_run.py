@@ -1,25 +1,12 @@
-"""The benchmark runs every backend at tiny sizes and reports skips with reasons."""
+"""Tests of rope_export.bench.run: the benchmark runs every backend at tiny sizes and reports skips with reasons."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
-import torch
 
-import rope_export as rx
-from rope_export.bench import HFStyleRotary, bench, format_table, heads_of
-
-
-def test_hf_style_module_is_the_model_rotation(gen):
-    # GPT-J: its interleaved pairs through rotate_every_two, as its modeling code rotates them.
-    for preset in ("llama-3.1-8b", "qwen2-vl-7b", "gpt-neox-20b", "qwen2-vl-7b:vision", "gpt-j-6b"):
-        spec = rx.load_preset(preset)
-        q = torch.randn(1, 2, 6, spec.head_dim, generator=gen)
-        shape = (1, 6) if spec.num_axes == 1 else (spec.num_axes, 1, 6)
-        pos = torch.randint(0, 500, shape, generator=gen)
-        for got, want in zip(HFStyleRotary(spec)(q, q, pos), rx.RotaryEmbedding(spec)(q, q, pos)):
-            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+from rope_export.bench import bench, format_table, heads_of
 
 
 def test_bench_rows_and_skips():
@@ -40,32 +27,6 @@ def test_bench_rows_and_skips():
     assert by["TensorRT"].ms is None
     assert "copy (floor)" in format_table(rows)
     assert heads_of("llama-3.1-8b") == (32, 8) and heads_of("qwen2-vl-7b:vision") == (16, 16)
-
-
-def test_contenders_are_timed_round_by_round_in_rotating_order():
-    from rope_export.bench.timing import time_interleaved
-
-    calls = []
-    contenders = {name: (lambda x, name=name: calls.append((name, x)), [(0,), (1,)]) for name in "abc"}
-    timings = time_interleaved(contenders, "cpu", repeat=3, warmup=1)
-    assert calls[:3] == [("a", 0), ("b", 0), ("c", 0)]  # warm-up, one call each
-    rounds = [calls[3 + 3 * i: 6 + 3 * i] for i in range(3)]
-    assert [[n for n, _ in r] for r in rounds] == [list("abc"), list("bca"), list("cab")]
-    assert [{x for _, x in r} for r in rounds] == [{0}, {1}, {0}]  # every contender on the same input set
-    assert all(len(t.times) == 3 for t in timings.values())
-
-
-def test_noisy_rows_are_flagged_and_counted():
-    from rope_export.bench import BenchRow
-    from rope_export.bench.timing import NOISY_SPREAD, Timing
-
-    assert Timing([1.0, 1.1, 5.0]).spread == pytest.approx(0.1) and not Timing([1.0, 1.1, 5.0]).noisy
-    assert Timing([1.0, 2.0, 2.0]).noisy  # the typical call twice the best: the machine was busy
-    quiet = BenchRow("p", "s", "a", 1.0, 1.0, 1.0, 1.0, "", 1, 8, 0.95, 0.05)
-    busy = BenchRow("p", "s", "b", 3.0, 1.0, 3.0, 0.3, f"noisy: spread {2:.0%}", 1, 8, 1.0, 2.0)
-    assert "rows are noisy" not in format_table([quiet])
-    last = format_table([quiet, busy]).splitlines()[-1]
-    assert last.startswith("1 of 2 rows are noisy") and f"{NOISY_SPREAD:.0%}" in last
 
 
 def test_bench_cli_plots_a_sweep_and_reads_a_config(tmp_path, capsys):

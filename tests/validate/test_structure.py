@@ -1,6 +1,7 @@
-"""rope_export.validate.structure: PASS means every constant of the graph, not a sample. Each
-tampered graph here changes values no numeric case hits (a table row, one ulp of a frequency, a
-plugin attribute onnxruntime ignores): the structural check fails it, naming the constant."""
+"""Tests of rope_export.validate.structure: PASS means every constant of the graph, not a sample."""
+
+# Each tampered graph here changes values no numeric case hits (a table row, one ulp of a
+# frequency, a plugin attribute onnxruntime ignores): the structural check fails it, naming the constant.
 
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ def test_a_constant_no_case_samples_fails_naming_it(graphs, tmp_path, name):
 
 
 def test_every_form_passes_structurally(tmp_path):
-    """One graph per form (tests/test_validate.py holds every preset's default graph to it)."""
+    """One graph per form (tests/validate/test_run.py holds every preset's default graph to it)."""
     cases = [("mistral-7b", "decomposed"), ("gpt-oss-20b", "contrib"), ("llama-4-scout", "plugin"),
              ("phi-3-mini-128k", "fused"), ("pixtral-12b", "table")]
     for preset, form in cases:
