@@ -46,22 +46,23 @@ def compare(got: np.ndarray, want: np.ndarray, tol: dict, *, scale: str = "vecto
         ``{"max_abs_err", "max_rel_err", "cosine", "ok"}``; ``ok`` is False when any element is
         outside the tolerance or ``got`` holds a NaN or an infinity.
     """
-    err = np.abs(got.astype(np.float64) - want.astype(np.float64))
-    if scale == "vector":
-        ref = np.abs(want).max(axis=-1, keepdims=True).astype(np.float64)
-    elif scale == "tensor":
-        ref = np.float64(max(1.0, float(np.abs(want).max()) if want.size else 1.0))
-    else:
-        raise ValueError(f"scale must be 'vector' or 'tensor', got {scale!r}")
-    within = err <= tol["atol"] + tol["rtol"] * ref
-    a, b = got.astype(np.float64).ravel(), want.astype(np.float64).ravel()
-    denom = np.linalg.norm(a) * np.linalg.norm(b)
-    return {
-        "max_abs_err": float(err.max()) if err.size else 0.0,
-        "max_rel_err": float((err / np.maximum(ref, tol["atol"] or np.finfo(np.float64).tiny)).max()) if err.size else 0.0,
-        "cosine": float(a @ b / denom) if denom > 0 else 1.0,
-        "ok": bool(within.all()) and bool(np.isfinite(got).all()),
-    }
+    with np.errstate(invalid="ignore", divide="ignore"):  # inf - inf: a NaN that "ok" refuses below
+        err = np.abs(got.astype(np.float64) - want.astype(np.float64))
+        if scale == "vector":
+            ref = np.abs(want).max(axis=-1, keepdims=True).astype(np.float64)
+        elif scale == "tensor":
+            ref = np.float64(max(1.0, float(np.abs(want).max()) if want.size else 1.0))
+        else:
+            raise ValueError(f"scale must be 'vector' or 'tensor', got {scale!r}")
+        within = err <= tol["atol"] + tol["rtol"] * ref
+        a, b = got.astype(np.float64).ravel(), want.astype(np.float64).ravel()
+        denom = np.linalg.norm(a) * np.linalg.norm(b)
+        return {
+            "max_abs_err": float(err.max()) if err.size else 0.0,
+            "max_rel_err": float((err / np.maximum(ref, tol["atol"] or np.finfo(np.float64).tiny)).max()) if err.size else 0.0,
+            "cosine": float(a @ b / denom) if denom > 0 else 1.0,
+            "ok": bool(within.all()) and bool(np.isfinite(got).all()),
+        }
 
 
 def case_tolerance(spec: RopeSpec, position_ids, tol: dict) -> dict:

@@ -38,6 +38,10 @@ def test_no_row_is_silently_wrong(rows):
     assert not wrong, wrong
     assert counts["exact"] >= 0.95 * len(rows), counts
     for r in rows:
+        assert r.status in {"exact", "refused", "superseded", "unprobed"}, r
+        assert r.model_type and r.part in {"text", "vision"} and r.rotary_class, r
+        if r.status == "refused":  # a refusal always says why, in the words from_hf_config raised
+            assert len(r.detail.strip()) >= 20, r
         if r.status == "unprobed":
             assert (r.model_type, r.part) in CHECKED_ELSEWHERE, (r.model_type, r.part, r.detail)
         if r.status == "superseded":
@@ -94,10 +98,17 @@ def test_coverage_tool_writes_a_table(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "..", "tools", "hf_coverage.py"),
+    out = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "..", "..", "tools", "hf_coverage.py"),
                           "llama", "glm4", "nanochat"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "| llama | text |" in out.stdout and "0 wrong" in out.stdout
+    table = {}
+    for line in out.stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0] in {"llama", "glm4", "nanochat"}:
+            table.setdefault(cells[0], set()).add(cells[4])
+    # each model type's row holds its own status, the same one the library call gives
+    assert table == {"llama": {"exact"}, "glm4": {"exact"}, "nanochat": {"refused"}}, out.stdout[-3000:]
+    assert "0 wrong" in out.stdout
 
 
 def test_a_release_that_predates_the_rule_is_superseded_and_refused_by_the_patch():
