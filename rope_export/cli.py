@@ -185,9 +185,34 @@ def cmd_export_hf(args) -> int:
         import transformers  # noqa: F401
     except ImportError:
         raise UsageError('export-hf needs transformers: pip install "rope-export[hf]"') from None
+    if args.with_past:
+        return _export_with_past(args, config)
+    if args.generate is not None or args.batch != 1:
+        raise UsageError("--generate and --batch go with --with-past")
     report = export_hf(config, args.out, part=args.part, layers=args.layers, exporter=args.exporter,
                        opset=args.opset, fused=not args.no_fused, seed=args.seed, full_width=args.full_width,
                        compare_unpatched=not args.no_compare, progress=stderr_progress)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print("\n".join(printable(line) for line in report.summary().splitlines()))
+    return 0 if report.passed else 1
+
+
+def _export_with_past(args, config) -> int:
+    from ._util import stderr_progress
+    from .hf.with_past import check_generation, export_with_past
+
+    if args.part != "text":
+        raise UsageError("--with-past exports the text decoder: drop --part vision")
+    for flag, given in (("--exporter legacy", args.exporter != "dynamo"), ("--full-width", args.full_width),
+                        ("--no-compare", args.no_compare)):
+        if given:
+            raise UsageError(f"{flag} does not go with --with-past (dynamo exporter, narrowed widths, checked by generation)")
+    model, kind = export_with_past(config, args.out, layers=args.layers, seed=args.seed, opset=args.opset,
+                                   fused=not args.no_fused, progress=stderr_progress)
+    stderr_progress(f"generating {args.generate or 8} tokens on onnxruntime and with transformers")
+    report = check_generation(model, kind, args.out, steps=args.generate or 8, batch=args.batch, seed=args.seed)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:

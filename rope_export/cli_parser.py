@@ -188,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-width", action="store_true", help="keep the config's widths (default: at most 4 heads, vocab 512)")
     p.add_argument("--no-compare", action="store_true", help="skip exporting the unpatched model for the node count")
     p.add_argument("--seed", type=_seed, default=0, help="weights and inputs seed")
+    p.add_argument("--with-past", action="store_true",
+                   help="the text decoder with its KV cache (past in, present and logits out), proven by greedy "
+                        "generation against transformers' generate (docs/serving.md)")
+    p.add_argument("--generate", type=_positive_int, default=None, metavar="N",
+                   help="with --with-past: tokens to generate greedily (default 8)")
+    p.add_argument("--batch", type=_positive_int, default=1,
+                   help="with --with-past: prompt rows (text decoders; rows after the first left-padded)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = command("plot", help="draw a spec: axes of the pairs, their speeds, the dims they touch")

@@ -25,7 +25,8 @@ import numpy as np
 if TYPE_CHECKING:  # torch is imported by the functions that use it: vision_grid_inputs needs none
     import torch
 
-__all__ = ["mrope_position_ids", "vision_position_ids", "patch_grid_positions", "vision_grid_inputs"]
+__all__ = ["mrope_position_ids", "text_position_ids", "decode_position_ids", "vision_position_ids", "patch_grid_positions",
+           "vision_grid_inputs"]
 
 TEXT, IMAGE, VIDEO = 0, 1, 2
 
@@ -49,7 +50,8 @@ def mrope_position_ids(
     spatial_merge_size: int = 2,
     attention_mask: torch.Tensor | None = None,
     video_time_intervals: Sequence[float] | None = None,
-) -> torch.Tensor:
+    return_deltas: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Qwen2-VL / Qwen2.5-VL style 3D (t, h, w) positions for a mixed text/image/video sequence.
 
     Args:
@@ -59,8 +61,12 @@ def mrope_position_ids(
         attention_mask: optional ``[B, S]``; masked slots get position 0 and are skipped.
         video_time_intervals: per video, the temporal step (Qwen2.5-VL: tokens_per_second *
             seconds per temporal grid); default 1.
+        return_deltas: also return ``rope_deltas`` int64 ``[B]``: the largest position + 1
+            minus S (padding included), which every decode step adds to its cache position
+            (`decode_position_ids`); negative after an image, which takes fewer positions than
+            tokens.
     Returns:
-        int64 ``[3, B, S]``. Text runs advance all three axes together; a vision block starts
+        int64 ``[3, B, S]`` (and ``rope_deltas`` ``[B]`` when asked). Text runs advance all three axes together; a vision block starts
         at the running position, its t/h/w follow the (merged) grid, and the next run starts
         one past the largest position of the block, ``max(t, h, w) + 1``: the rule the models
         were trained with (Qwen's reference code, vLLM, transformers <= 5.2). transformers 5.23
@@ -119,7 +125,63 @@ def mrope_position_ids(
             i = j
         if blocks:
             out[:, b, keep] = torch.cat(blocks, dim=1)
-    return out
+    if not return_deltas:
+        return out
+    kept = out.masked_fill(~attention_mask.bool()[None], 0) if attention_mask is not None else out
+    return out, kept.amax(dim=(0, 2)) + 1 - seq
+
+
+def text_position_ids(attention_mask):
+    """transformers' positions of a (left-padded) batch: ``mask.cumsum(-1) - 1``, padding at 1.
+
+    Args:
+        attention_mask: ``[B, T]`` ints (1 = token, 0 = padding), numpy or torch; T covers the
+            cache and the new tokens.
+    Returns:
+        int64 ``[B, T]`` of the same kind; a decode step takes the last ``S`` columns.
+
+    >>> text_position_ids(np.array([[0, 0, 1, 1, 1]])).tolist()
+    [[1, 1, 0, 1, 2]]
+    """
+    mask = np.asarray(attention_mask).astype(np.int64)
+    if mask.ndim != 2:
+        raise ValueError(f"attention_mask must be [B, T], got shape {mask.shape}")
+    pos = np.where(mask == 0, 1, mask.cumsum(-1) - 1)
+    return _like(pos, attention_mask)
+
+
+def decode_position_ids(rope_deltas, past_length: int, steps: int = 1):
+    """M-RoPE positions of the next ``steps`` tokens after ``past_length`` cached ones.
+
+    Every axis gets ``past_length + i + rope_deltas`` (the rule of transformers' and Qwen's
+    ``generate``): dropping ``rope_deltas`` shifts every decoded token by the image's saved
+    positions, and the model repeats itself.
+
+    Args:
+        rope_deltas: ``[B]`` ints from ``mrope_position_ids(..., return_deltas=True)``.
+        past_length: tokens in the cache, padding included (the attention mask's length).
+    Returns:
+        int64 ``[3, B, steps]``, numpy or torch like ``rope_deltas``.
+
+    >>> decode_position_ids(np.array([-2]), past_length=10)[:, 0].tolist()
+    [[8], [8], [8]]
+    """
+    deltas = np.asarray(rope_deltas).astype(np.int64).reshape(-1)
+    if isinstance(past_length, bool) or not isinstance(past_length, (int, np.integer)) or past_length < 0:
+        raise ValueError(f"past_length must be an int >= 0, got {past_length!r}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    pos = past_length + np.arange(steps)[None, :] + deltas[:, None]
+    return _like(np.broadcast_to(pos, (3, *pos.shape)).copy(), rope_deltas)
+
+
+def _like(array: np.ndarray, like):
+    """``array`` as a torch tensor when ``like`` is one (torch imported only then)."""
+    if type(like).__module__.startswith("torch"):
+        import torch
+
+        return torch.from_numpy(array)
+    return array
 
 
 def vision_position_ids(grid_thw: torch.Tensor, spatial_merge_size: int = 1) -> torch.Tensor:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-import rope_export as rx
 
 
 def test_plot_spec_writes_a_png(tmp_path):

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import rope_export as rx
-from rope_export.positions import mrope_position_ids, patch_grid_positions, vision_grid_inputs, vision_position_ids
+from rope_export.positions import (decode_position_ids, mrope_position_ids, patch_grid_positions, text_position_ids,
+                                  vision_grid_inputs, vision_position_ids)
 
 
 def test_patch_grid_llama4_cls_token_is_unrotated():
@@ -195,3 +196,33 @@ def test_host_inputs_need_no_torch():
 def test_host_inputs_refuse_bad_input(grid, kwargs, match):
     with pytest.raises(ValueError, match=match):
         vision_grid_inputs(grid, spatial_merge_size=2, **kwargs)
+
+
+def test_rope_deltas_and_decode_positions_by_hand():
+    # 2 text tokens, a 1x4x6 image merged 2x2 (2x3 tokens), 2 text tokens: the image block starts
+    # at 2 and spans rows 2..3, columns 2..4; text resumes at 5, so the last position is 6 and
+    # 10 tokens used 7 positions: rope_deltas = 7 - 10 = -3.
+    types = torch.tensor([[0, 0] + [1] * 6 + [0, 0]])
+    pos, deltas = mrope_position_ids(types, torch.tensor([[1, 4, 6]]), return_deltas=True)
+    assert pos.equal(mrope_position_ids(types, torch.tensor([[1, 4, 6]])))
+    assert deltas.tolist() == [-3] and int(pos.max()) == 6
+    # the next token after 10 cached ones sits at 10 - 3 = 7 on every axis, then 8, 9
+    assert decode_position_ids(deltas, past_length=10, steps=3).tolist() == [[[7, 8, 9]]] * 3
+    assert isinstance(decode_position_ids(deltas.numpy(), 10), np.ndarray)
+    # left padding: the padded row's delta counts the padding as cache (transformers' rule)
+    padded = torch.cat([torch.zeros(1, 2, dtype=torch.int64), types], dim=1)
+    mask = torch.tensor([[0, 0] + [1] * 10])
+    _, padded_deltas = mrope_position_ids(padded, torch.tensor([[1, 4, 6]]), attention_mask=mask, return_deltas=True)
+    assert padded_deltas.tolist() == [-5]
+    with pytest.raises(ValueError, match="past_length"):
+        decode_position_ids(deltas, past_length=-1)
+    with pytest.raises(ValueError, match="steps"):
+        decode_position_ids(deltas, past_length=3, steps=0)
+
+
+def test_text_positions_follow_the_mask():
+    mask = np.array([[1, 1, 1, 1], [0, 0, 1, 1]])
+    assert text_position_ids(mask).tolist() == [[0, 1, 2, 3], [1, 1, 0, 1]]
+    assert text_position_ids(torch.from_numpy(mask)).dtype == torch.int64
+    with pytest.raises(ValueError, match=r"\[B, T\]"):
+        text_position_ids(np.ones(4))

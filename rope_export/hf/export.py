@@ -116,17 +116,9 @@ def _narrow(cfg: dict, part: str, layers: int) -> dict:
     return cfg
 
 
-def tiny_model(config, part: str = "text", layers: int = 2, *, seed: int = 0, full_width: bool = False) -> nn.Module:
-    """A randomly initialised transformers model of the config's architecture.
-
-    Args:
-        config: a config.json path or dict (a whole VLM config: ``part`` picks the half).
-        part: "text" (the decoder) or "vision" (the vision encoder).
-        layers: decoder / encoder layers.
-        full_width: keep the config's widths (heads, hidden size, vocabulary).
-    Returns:
-        the model, float32, in eval mode (eager attention).
-    """
+def tiny_config(config, part: str = "text", layers: int = 2, *, full_width: bool = False):
+    """The transformers config object `tiny_model` builds from: the part's config, narrowed
+    (unless ``full_width``) to ``layers`` layers, eager attention. Returns (model_type, config)."""
     import transformers
 
     if not isinstance(layers, int) or layers < 1:
@@ -157,6 +149,23 @@ def tiny_model(config, part: str = "text", layers: int = 2, *, seed: int = 0, fu
     except Exception as exc:  # noqa: BLE001 - transformers raises many kinds for a bad config
         raise ValueError(f"transformers cannot build a {model_type} config from this file: {exc}") from None
     config_obj._attn_implementation = "eager"
+    return model_type, config_obj
+
+
+def tiny_model(config, part: str = "text", layers: int = 2, *, seed: int = 0, full_width: bool = False) -> nn.Module:
+    """A randomly initialised transformers model of the config's architecture.
+
+    Args:
+        config: a config.json path or dict (a whole VLM config: ``part`` picks the half).
+        part: "text" (the decoder) or "vision" (the vision encoder).
+        layers: decoder / encoder layers.
+        full_width: keep the config's widths (heads, hidden size, vocabulary).
+    Returns:
+        the model, float32, in eval mode (eager attention).
+    """
+    import transformers
+
+    model_type, config_obj = tiny_config(config, part, layers, full_width=full_width)
     torch.manual_seed(seed)
     if model_type in VISION_CLASSES:
         module, cls = VISION_CLASSES[model_type]

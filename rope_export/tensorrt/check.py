@@ -70,10 +70,23 @@ def check_graphs(paths, *, compute_capability: str | None = None, plugin: bool =
     out = []
     for path in paths:
         form = read_graph(path).form
+        expected = expected_rotary_layers(form, plugin)
+        serving = _serving(path)
+        if serving is not None:  # export-hf --with-past: q and k of every layer, where fused
+            form, expected = "with-past", 2 * serving["layers"] if serving.get("fused") else None
         build = parse_and_build(path, profile=profile, plugin=plugin, compute_capability=compute_capability)
         plugins = sum(build.layers.get(t, 0) for t in _PLUGIN_LAYERS)
-        out.append(TrtCheck(build, form, expected_rotary_layers(form, plugin), plugins))
+        out.append(TrtCheck(build, form, expected, plugins))
     return out
+
+
+def _serving(path) -> dict | None:
+    from ..serving import read_serving
+
+    try:
+        return read_serving(path)
+    except ValueError:
+        return None
 
 
 def format_checks(results: list[TrtCheck]) -> str:

@@ -26,6 +26,9 @@ __all__ = ["Profile", "Build", "parse_and_build", "build_engine", "DEFAULT_COMPU
 DEFAULT_COMPUTE_CAPABILITY = "SM80"
 
 
+SERVING_MAX_NEW = 512  # a with-past graph's prefill chunk in the default profile
+
+
 @dataclass(frozen=True)
 class Profile:
     """Optimization profile for the dynamic axes: (min, opt, max) batch and sequence."""
@@ -114,7 +117,7 @@ def parse_and_build(onnx_path: str, *, profile: Profile = Profile(), plugin: boo
     report.layers.update(network.get_layer(i).type.name for i in range(network.num_layers))
     if report.parsed:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-        config.add_optimization_profile(_profile(builder, network, profile, trt))
+        config.add_optimization_profile(_profile(builder, network, profile, trt, _named_axes(onnx_path)))
         cache = None
         if timing_cache:  # (a no-op in TensorRT-RTX, which deprecates it)
             cache = config.create_timing_cache(Path(timing_cache).read_bytes() if os.path.isfile(timing_cache) else b"")
@@ -129,17 +132,41 @@ def parse_and_build(onnx_path: str, *, profile: Profile = Profile(), plugin: boo
     return report
 
 
-def _profile(builder, network, profile: Profile, trt):
+def _named_axes(onnx_path) -> dict:
+    """{input: {axis: name}} of the graph's symbolic dims (export-hf --with-past names them
+    batch, sequence, past and total)."""
+    import onnx
+
+    model = onnx.load(os.fspath(onnx_path), load_external_data=False)
+    return {i.name: {a: d.dim_param for a, d in enumerate(i.type.tensor_type.shape.dim) if d.dim_param}
+            for i in model.graph.input}
+
+
+def _profile(builder, network, profile: Profile, trt, named: dict):
+    """Rotary graphs: q, k [B, H, S, D], position_ids [B, S] or [A, B, S]. Graphs with a KV
+    cache (dims named batch / sequence / past / total): the past runs from 0 to the profile's
+    sequence max, the new tokens (default profile) from 1 to 512 with 1 as the optimum, total =
+    past + new."""
+    seq = profile.sequence
+    # decode-shaped by default: one new token (opt) after up to seq max cached ones; prefill up to 512
+    new = (seq[0], seq[0], min(seq[2], SERVING_MAX_NEW)) if profile == Profile() else seq
+    by_name = {"batch": profile.batch, "sequence": new, "past": (0, seq[1], seq[2]),
+               "total": (new[0], new[1] + seq[1], new[2] + seq[2])}
+    serving = any(name in ("past", "total") for axes in named.values() for name in axes.values())
     opt_profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         shape = list(tensor.shape)
-        # q, k: [B, H, S, D]; position_ids: [B, S] or [A, B, S]
-        batch_axis, seq_axis = (len(shape) - 2, len(shape) - 1) if tensor.name == "position_ids" else (0, 2)
+        if serving:
+            axes = {a: by_name[n] for a, n in named.get(tensor.name, {}).items() if n in by_name}
+        else:  # q, k: [B, H, S, D]; position_ids: [B, S] or [A, B, S]
+            batch_axis, seq_axis = (len(shape) - 2, len(shape) - 1) if tensor.name == "position_ids" else (0, 2)
+            axes = {batch_axis: profile.batch, seq_axis: seq}
         shapes = []
         for which in range(3):
             dims = list(shape)
-            dims[batch_axis], dims[seq_axis] = profile.batch[which], profile.sequence[which]
+            for axis, sizes in axes.items():
+                dims[axis] = sizes[which]
             shapes.append(trt.Dims(dims))
         opt_profile.set_shape(tensor.name, *shapes)
     return opt_profile
