@@ -16,7 +16,7 @@ import sys
 import tempfile
 import warnings
 
-__all__ = ["DTYPE_NAMES", "FORM_NAMES", "DEFAULT_PROVIDERS", "torch_dtype", "InputError", "atomic_write", "check_output_path", "PipeSafeStdout",
+__all__ = ["DTYPE_NAMES", "FORM_NAMES", "DEFAULT_PROVIDERS", "torch_dtype", "InputError", "atomic_write", "write_together", "check_output_path", "PipeSafeStdout",
            "stderr_progress", "clear_progress",
            "quiet_exporter", "silent_fds", "error_line", "printable", "same_file"]
 
@@ -74,6 +74,29 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
+def write_together(files: dict) -> None:
+    """Write ``{path: bytes}`` so that either every file is new or none is: each goes to a
+    temporary file beside its target first, and the renames follow once all are written."""
+    staged = []
+    try:
+        for path, data in files.items():
+            target = check_output_path(path)
+            fd, tmp = tempfile.mkstemp(prefix=".rope_export-", dir=os.path.dirname(target))
+            staged.append((tmp, target))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode) if os.path.exists(target) else 0o666 & ~umask)
+        for tmp, target in staged:
+            os.replace(tmp, target)
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+
+
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and a rename:
     readers see the old file or the whole new one, and a failure leaves nothing at ``path``.
@@ -83,23 +106,7 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     umask's), or keeps the mode of the file it replaces. A process killed with SIGKILL mid-write
     can leave a ``.rope_export-*`` temporary file beside the output (nothing can clean that up).
     """
-    target = check_output_path(path)
-    if os.path.exists(target):
-        mode = stat.S_IMODE(os.stat(target).st_mode)
-    else:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(prefix=".rope_export-", dir=os.path.dirname(target))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_together({path: data})
 
 
 class PipeSafeStdout:

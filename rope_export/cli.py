@@ -95,6 +95,17 @@ def cmd_inspect(args) -> int:
         print(f"form: {printable(info.form)}  dtype: {printable(info.dtype)}  rope_export {printable(str(info.version))}")
         if args.verbose:
             print(json.dumps(info.spec.to_dict(), indent=2))
+    elif "rope_export.serving" in info.metadata:  # export-hf --with-past
+        from .serving import parse_metadata
+
+        try:
+            serving = parse_metadata(info.metadata["rope_export.serving"])
+            print(f"decoder with its KV cache: {printable(str(serving.get('model')))}, {serving['layers']} layers, "
+                  f"{serving['tokens']} in, positions: {printable(str(serving.get('rule')))}"
+                  + (f", cache recomputed at {serving['recompute_cache_at']}" if serving.get("recompute_cache_at") else "")
+                  + (f", vision graph {printable(serving['vision_graph'])}" if serving.get("vision_graph") else ""))
+        except ValueError as exc:
+            print(f"decoder metadata: {printable(str(exc))}")
     else:
         print("spec: (no rope_export metadata)")
     for kind, values in (("input", info.inputs), ("output", info.outputs)):
@@ -176,7 +187,11 @@ def cmd_export_hf(args) -> int:
     if args.preset:
         from .presets import preset_info
 
-        config = preset_info(args.preset)["config"]
+        preset, _, suffix = args.preset.partition(":")
+        if suffix and args.part and args.part != suffix:
+            raise UsageError(f"--preset {args.preset} names the {suffix} part, --part says {args.part}")
+        args.part = suffix or args.part
+        config = preset_info(preset)["config"]
     elif not os.path.isfile(args.config) and not os.path.isfile(os.path.join(args.config, "config.json")):
         raise UsageError(f"no such file: {args.config}" + (" (a folder without config.json)" if os.path.isdir(args.config) else ""))
     else:
@@ -185,6 +200,7 @@ def cmd_export_hf(args) -> int:
         import transformers  # noqa: F401
     except ImportError:
         raise UsageError('export-hf needs transformers: pip install "rope-export[hf]"') from None
+    args.part = args.part or "text"
     if args.with_past:
         return _export_with_past(args, config)
     if args.generate is not None or args.batch != 1:
@@ -200,7 +216,7 @@ def cmd_export_hf(args) -> int:
 
 
 def _export_with_past(args, config) -> int:
-    from ._util import stderr_progress
+    from ._util import clear_progress, stderr_progress
     from .hf.with_past import check_generation, export_with_past
 
     if args.part != "text":
@@ -213,9 +229,12 @@ def _export_with_past(args, config) -> int:
                                    fused=not args.no_fused, progress=stderr_progress)
     stderr_progress(f"generating {args.generate or 8} tokens on onnxruntime and with transformers")
     report = check_generation(model, kind, args.out, steps=args.generate or 8, batch=args.batch, seed=args.seed)
+    clear_progress()
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
+        for path in report.files:
+            print(f"wrote {printable(path)} ({_size(os.path.getsize(path))})")
         print("\n".join(printable(line) for line in report.summary().splitlines()))
     return 0 if report.passed else 1
 
@@ -247,6 +266,8 @@ def cmd_bench(args) -> int:
         own = config_heads(load_config(args.hf_config), args.part)
     else:
         target, own = args.preset or "llama-3.1-8b", None
+    if args.plot and not args.plot.lower().endswith(".png"):  # before minutes of timing, not after
+        raise UsageError(f"--plot writes a PNG: its file name must end in .png, got {args.plot!r}")
     name = target if isinstance(target, str) else target.name or "config"
     kw = dict(dtype=args.dtype, repeat=args.repeat, threads=args.threads, compile=not args.no_compile, progress=stderr_progress)
     rows = [r for heads in args.heads for r in bench(target, heads=heads or own, **({"shapes": args.shape} if args.shape else {}), **kw)]

@@ -28,6 +28,16 @@ class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _at_most(top: int):
+    """A positive int no larger than ``top`` (argparse type)."""
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value > top:
+            raise argparse.ArgumentTypeError(f"expected at most {top}, got {value}")
+        return value
+    return parse
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -179,8 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("export-hf", help="export a small random transformers model of a config, patched, and validate it")
     p.add_argument("--hf-config", "--config", dest="config", help="a model's config.json")
     p.add_argument("--preset", help="a preset's config instead of --hf-config")
-    p.add_argument("--part", choices=("text", "vision"), default="text", help="decoder or vision encoder")
-    p.add_argument("--layers", type=_positive_int, default=2, help="layers of the random model")
+    p.add_argument("--part", choices=("text", "vision"), help="decoder (default) or vision encoder; a preset's "
+                   "':vision' suffix says the same")
+    p.add_argument("--layers", type=_at_most(64), default=2, help="layers of the random model (at most 64)")
     p.add_argument("--out", required=True, help="output file")
     p.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo", help="torch exporter")
     p.add_argument("--opset", type=_positive_int, default=23, help="ONNX opset")
@@ -191,9 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-past", action="store_true",
                    help="the text decoder with its KV cache (past in, present and logits out), proven by greedy "
                         "generation against transformers' generate (docs/serving.md)")
-    p.add_argument("--generate", type=_positive_int, default=None, metavar="N",
-                   help="with --with-past: tokens to generate greedily (default 8)")
-    p.add_argument("--batch", type=_positive_int, default=1,
+    p.add_argument("--generate", type=_at_most(4096), default=None, metavar="N",
+                   help="with --with-past: tokens to generate greedily (default 8, at most 4096)")
+    p.add_argument("--batch", type=_at_most(64), default=1,
                    help="with --with-past: prompt rows (text decoders; rows after the first left-padded)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 

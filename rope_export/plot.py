@@ -32,6 +32,8 @@ def save_png(fig, path) -> None:
     from ._util import atomic_write, check_output_path
 
     check_output_path(path)
+    if not os.fspath(path).lower().endswith(".png"):  # a .svg, .json or .onnx name holding PNG bytes misleads
+        raise ValueError(f"the picture is a PNG: its file name must end in .png, got {os.fspath(path)!r}")
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=120, format="png")
     atomic_write(path, buffer.getvalue())

@@ -77,8 +77,15 @@ def mrope_position_ids(
     """
     import torch
 
+    token_types = torch.as_tensor(token_types)
     if token_types.dim() != 2:
         raise ValueError(f"token_types must be [B, S], got shape {tuple(token_types.shape)}")
+    if not isinstance(return_deltas, bool):
+        raise ValueError(f"return_deltas must be True or False, got {return_deltas!r}")
+    if attention_mask is not None:
+        attention_mask = torch.as_tensor(attention_mask)
+        if not torch.isin(attention_mask, torch.tensor([0, 1], dtype=attention_mask.dtype)).all():
+            raise ValueError("attention_mask must hold 0 and 1 only")
     merge = _merge_size(spatial_merge_size)
     grids = {kind: [list(g) for g in _grids(thw.tolist(), merge)] if thw is not None and len(thw) else []
              for kind, thw in ((IMAGE, image_grid_thw), (VIDEO, video_grid_thw))}
@@ -125,8 +132,13 @@ def mrope_position_ids(
             i = j
         if blocks:
             out[:, b, keep] = torch.cat(blocks, dim=1)
+    for kind, name in ((IMAGE, "image"), (VIDEO, "video")):
+        if used[kind] != len(grids[kind]):
+            raise ValueError(f"{len(grids[kind])} {name} grids given, token_types has {used[kind]} {name} runs")
     if not return_deltas:
         return out
+    if seq == 0:
+        raise ValueError("token_types has no tokens: rope_deltas of an empty prompt are undefined")
     kept = out.masked_fill(~attention_mask.bool()[None], 0) if attention_mask is not None else out
     return out, kept.amax(dim=(0, 2)) + 1 - seq
 
@@ -143,9 +155,10 @@ def text_position_ids(attention_mask):
     >>> text_position_ids(np.array([[0, 0, 1, 1, 1]])).tolist()
     [[1, 1, 0, 1, 2]]
     """
-    mask = np.asarray(attention_mask).astype(np.int64)
-    if mask.ndim != 2:
-        raise ValueError(f"attention_mask must be [B, T], got shape {mask.shape}")
+    mask = np.asarray(attention_mask)
+    if mask.ndim != 2 or mask.dtype.kind not in "iub" or not np.isin(mask, (0, 1)).all():
+        raise ValueError(f"attention_mask must be [B, T] of 0 and 1, got {mask.dtype} {mask.shape}")
+    mask = mask.astype(np.int64)
     pos = np.where(mask == 0, 1, mask.cumsum(-1) - 1)
     return _like(pos, attention_mask)
 
@@ -166,11 +179,17 @@ def decode_position_ids(rope_deltas, past_length: int, steps: int = 1):
     >>> decode_position_ids(np.array([-2]), past_length=10)[:, 0].tolist()
     [[8], [8], [8]]
     """
-    deltas = np.asarray(rope_deltas).astype(np.int64).reshape(-1)
-    if isinstance(past_length, bool) or not isinstance(past_length, (int, np.integer)) or past_length < 0:
-        raise ValueError(f"past_length must be an int >= 0, got {past_length!r}")
+    deltas = np.asarray(rope_deltas)
+    if deltas.ndim != 1 or deltas.dtype.kind not in "iu" or (deltas.size and np.abs(deltas).max() >= 2**31):
+        raise ValueError(f"rope_deltas must be [B] ints (as mrope_position_ids returns them), got "
+                         f"{deltas.dtype} {deltas.shape}")
+    deltas = deltas.astype(np.int64)
+    if isinstance(past_length, bool) or not isinstance(past_length, (int, np.integer)) or not 0 <= past_length < 2**31:
+        raise ValueError(f"past_length must be an int from 0 to 2**31 - 1, got {past_length!r}")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if steps >= 2**31:
+        raise ValueError(f"steps must be below 2**31, got {steps}")
     pos = past_length + np.arange(steps)[None, :] + deltas[:, None]
     return _like(np.broadcast_to(pos, (3, *pos.shape)).copy(), rope_deltas)
 

@@ -134,3 +134,14 @@ def test_markers_are_read_and_blocks_found(tmp_path, monkeypatch):
     with pytest.raises(SyntaxError):  # a fragment must still parse
         _run(found[2], tmp_path)
     assert _run(found[1], tmp_path).stdout == "1\n"
+
+
+def test_every_file_the_docs_and_code_name_exists():
+    """A test file, tool or doc named in prose (README, docs, CONTRIBUTING, the package's
+    comments, tools/) exists: moved files leave no stale pointers behind."""
+    named = re.compile(r"\b((?:tests|tools|docs|benchmarks/results)/[\w./-]+\.(?:py|md|sh|json|txt))\b")
+    sources = [ROOT / p for p in PAGES] + sorted((ROOT / "rope_export").rglob("*.py")) + sorted((ROOT / "tools").glob("*"))
+    missing = sorted({f"{src.relative_to(ROOT)}: {m}" for src in sources if src.is_file()
+                      for m in named.findall(src.read_text(encoding="utf-8"))
+                      if not (ROOT / m).exists() and not re.search(r"(?:/|_)(?:X|SUB)(?:/|\.)", m)})  # CONTRIBUTING's patterns
+    assert not missing, missing

@@ -28,3 +28,15 @@ def test_plot_spec_writes_a_png(tmp_path):
     # one spec's plot is not another's: three streams (M-RoPE) vs one, 128 vs 24 rotated dims
     a, b = pictures.values()
     assert a.shape != b.shape or (abs(a - b) > 0.1).mean() > 0.01
+
+
+def test_a_name_that_is_not_png_is_refused_and_nothing_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    from rope_export.cli import main
+
+    for name in ("p.svg", "config.json", "graph.onnx"):
+        out = tmp_path / name
+        out.write_text("keep me")
+        assert main(["plot", "--preset", "mistral-7b", "--out", str(out)]) == 2
+        assert out.read_text() == "keep me"
+    assert main(["bench", "--preset", "mistral-7b", "--plot", str(tmp_path / "s.svg"), "--no-compile"]) == 2

@@ -226,3 +226,25 @@ def test_text_positions_follow_the_mask():
     assert text_position_ids(torch.from_numpy(mask)).dtype == torch.int64
     with pytest.raises(ValueError, match=r"\[B, T\]"):
         text_position_ids(np.ones(4))
+
+
+def test_position_rules_refuse_what_they_cannot_mean():
+    for deltas in (np.array([-2.7]), np.array([[1]]), np.array(["3"]), np.array([2**40])):
+        with pytest.raises(ValueError, match="rope_deltas"):
+            decode_position_ids(deltas, past_length=4)
+    with pytest.raises(ValueError, match="past_length"):
+        decode_position_ids(np.array([0]), past_length=2**63 - 1)
+    for mask in (np.array([[0.5, 1]]), np.array([[2, 1]]), np.array([[-1, 1]])):
+        with pytest.raises(ValueError, match="0 and 1"):
+            text_position_ids(mask)
+    types = torch.tensor([[0, 0] + [1] * 6 + [0, 0]])
+    with pytest.raises(ValueError, match="2 image grids given, token_types has 1 image runs"):
+        mrope_position_ids(types, torch.tensor([[1, 4, 6], [1, 4, 6]]))
+    with pytest.raises(ValueError, match="return_deltas"):
+        mrope_position_ids(types, torch.tensor([[1, 4, 6]]), return_deltas="no")
+    with pytest.raises(ValueError, match="0 and 1"):
+        mrope_position_ids(types, torch.tensor([[1, 4, 6]]), attention_mask=torch.full((1, 10), 2))
+    with pytest.raises(ValueError, match="no tokens"):
+        mrope_position_ids(torch.zeros(1, 0, dtype=torch.long), return_deltas=True)
+    # numpy token types are taken as they come
+    assert mrope_position_ids(types.numpy(), torch.tensor([[1, 4, 6]])).equal(mrope_position_ids(types, torch.tensor([[1, 4, 6]])))

@@ -24,7 +24,7 @@ for name in ("torch", "triton", "onnxruntime", "tensorrt", "tensorrt_rtx"):
     except Exception as exc:
         print(name, "missing:", type(exc).__name__)
 PY
-python3 -m pytest -q -p no:cacheprovider tests/test_triton_kernel.py tests/test_modules.py tests/test_tensorrt.py \
+python3 -m pytest -q -p no:cacheprovider tests/kernels tests/test_modules.py tests/tensorrt \
   2>&1 | tee "$out/pytest.txt" | tail -5
 for preset in qwen2-vl-7b llama-3.1-8b; do
   python3 -m rope_export.cli export --preset "$preset" --form fused --out "$out/$preset.onnx" > /dev/null

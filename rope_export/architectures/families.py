@@ -190,4 +190,4 @@ FAMILIES["llama4"] = dataclasses.replace(FAMILIES["llama4"], vision="llama4")
 
 # Model types with no rotary class in some releases, checked by tests of their own there
 # (GPT-J and CodeGen before transformers 5.25: a sinusoid table per attention).
-CHECKED_BY_TESTS = {"gptj": "tests/test_hf_parity.py", "codegen": "tests/test_hf_parts.py"}
+CHECKED_BY_TESTS = {"gptj": "tests/hf/test_tables.py", "codegen": "tests/hf/test_tables.py"}

@@ -12,6 +12,7 @@ field the rotary depends on (head_dim, rope parameters, sections, partial rotary
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -40,7 +41,7 @@ __all__ = ["HFExportReport", "export_hf", "tiny_model", "example_inputs", "expor
 # (`compare` with scale "tensor"). Measured: at most 1.8e-6 relative (float32 rounding; every
 # preset's architecture at 2 layers, no growth at 8: benchmarks/results/hf_export_matrix.md),
 # so 10x headroom; swapped M-RoPE sections in a tiny random model already differ by 30x RTOL
-# (tests/test_hf.py).
+# (tests/hf/test_export.py).
 RTOL = 2e-5
 TOLERANCE = {"rtol": RTOL, "atol": 0.0}
 
@@ -175,6 +176,25 @@ def tiny_model(config, part: str = "text", layers: int = 2, *, seed: int = 0, fu
     return model.float().eval()
 
 
+@contextlib.contextmanager
+def exportable_experts(model: nn.Module):
+    """Mixture-of-experts layers computed with transformers' "batched_mm" experts (every
+    expert on every token, then the router's weights): the default "grouped_mm" sorts tokens
+    by expert with data-dependent shapes, which neither torch exporter takes. Same maths; the
+    reference runs keep the model's own implementation."""
+    saved = []
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if getattr(config, "_experts_implementation", None) not in (None, "batched_mm", "eager"):
+            saved.append((config, config._experts_implementation))
+            config._experts_implementation = "batched_mm"
+    try:
+        yield
+    finally:
+        for config, value in reversed(saved):
+            config._experts_implementation = value
+
+
 def export_bytes(wrapper, args, names, axes, *, exporter: str, opset: int, fused: bool = False) -> bytes:
     """The ONNX bytes of ``wrapper(*args)`` (`example_inputs`) from the dynamo or the legacy
     exporter; ``fused``: the model is patched with the fused rotary, which needs opset 23."""
@@ -287,7 +307,7 @@ def export_hf(config, out, *, part: str = "text", layers: int = 2, exporter: str
     model = tiny_model(config, part, layers, seed=seed, full_width=full_width)
     wrapper, args, names, axes = example_inputs(model, seed=seed)
     say(f"exporting {type(model).__name__} (patched, {exporter})")
-    with patch(model, fused=fused) as patched:
+    with patch(model, fused=fused) as patched, exportable_experts(model):
         try:
             data = export_bytes(wrapper, args, names, axes, exporter=exporter, opset=opset, fused=fused)
         except Exception as exc:  # noqa: BLE001 - the exporter's own failure, in one line, with what it usually means
@@ -305,8 +325,9 @@ def export_hf(config, out, *, part: str = "text", layers: int = 2, exporter: str
     if compare_unpatched:
         say("exporting the unpatched model, for comparison")
         try:
-            unpatched_nodes = len(onnx.load_from_string(export_bytes(wrapper, args, names, axes, exporter=exporter,
-                                                                     opset=opset)).graph.node)
+            with exportable_experts(model):
+                unpatched_nodes = len(onnx.load_from_string(export_bytes(wrapper, args, names, axes, exporter=exporter,
+                                                                         opset=opset)).graph.node)
         except Exception as exc:  # noqa: BLE001 - the exporter's own failure is the finding
             unpatched_error = error_line(exc)[:200]
     say("running onnxruntime")

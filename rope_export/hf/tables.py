@@ -69,7 +69,7 @@ def _check_table(name: str, module: nn.Module, spec: RopeSpec) -> None:
     got = table[pos[0]]
     # Both sides compute float32 angles from float32 frequencies that may differ by an ulp:
     # at position p that is p * 6e-8 radians, so 1e-6 per table row leaves 16x headroom; a
-    # customised table (a 1% edit: tests/test_hf_parts.py) is off by far more.
+    # customised table (a 1% edit: tests/hf/test_tables.py) is off by far more.
     err = max(float((got[:, :pairs] - sin[0]).abs().max()), float((got[:, pairs:] - cos[0]).abs().max()))
     if err > 1e-6 * table.shape[-2] + 1e-6:
         raise ValueError(f"{name}: its sinusoid table differs from its config's rotary by {err:.3g} "

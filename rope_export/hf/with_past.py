@@ -15,7 +15,8 @@ server runs; `check_generation` runs it against transformers' ``generate(do_samp
 weights. Sliding-window layers (Gemma 3) are exported with the full cache: the mask applies
 the window, and every present has length P + S.
 
-    report = check_generation("config.json", "decoder.onnx", steps=20)
+    model, kind = export_with_past("config.json", "decoder.onnx")   # the random model it exported
+    report = check_generation(model, kind, "decoder.onnx", steps=20)
     print(report.summary())
 """
 
@@ -30,15 +31,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._util import atomic_write, check_output_path, error_line, same_file
+from .._util import check_output_path, same_file, write_together
 from ..hf_config import load_config, select_part
 from ..positions import mrope_position_ids
-from ..serving import METADATA_KEY, generate_onnx
+from ..serving import METADATA_KEY, generate_onnx, read_serving
 from ..validate.compare import compare
-from .export import TOLERANCE, tiny_config
+from .export import _EXPORT_HINT, TOLERANCE, _exporter_reason, _failure_kind, exportable_experts, tiny_config
 
 __all__ = ["WithPast", "serving_model", "export_with_past", "check_generation", "GenerationReport"]
 
+
+MAX_LAYERS = 64  # the random model is small; more layers only cost time
+MAX_GENERATE = 4096  # tokens check_generation decodes
 
 # Vocabulary ids of the narrowed VLMs' special tokens: inside the 512-token vocabulary.
 _VLM_TOKENS = {"image_token_id": 508, "video_token_id": 509, "vision_start_token_id": 510, "vision_end_token_id": 511}
@@ -51,22 +55,33 @@ class WithPast(nn.Module):
     """A causal LM with its KV cache as tensors: ``forward(tokens, attention_mask,
     position_ids, past_key_0, past_value_0, ...) -> (logits, present_key_0, ...)``.
 
-    ``tokens`` are ``input_ids`` [B, S], or ``inputs_embeds`` [B, S, hidden] when
-    ``embeds``. The cache is rebuilt from the past tensors on every call (a plain
-    `DynamicCache`, every layer full length).
+    Args:
+        model: a transformers causal LM (``kind`` "text") or image-text model ("vlm"), as
+            `serving_model` builds them.
+    ``tokens`` are ``input_ids`` [B, S], or ``inputs_embeds`` [B, S, hidden] for a VLM. The
+    cache is rebuilt from the past tensors on every call (a plain `DynamicCache`, every layer
+    full length), so the exported graph holds no cache object.
+
+    >>> wrapper = WithPast(*serving_model("config.json"))      # doctest: +SKIP
+    >>> logits, *presents = wrapper(ids, mask, positions, *past)  # doctest: +SKIP
     """
 
-    def __init__(self, lm: nn.Module, decoder: nn.Module, head: nn.Module, num_layers: int, embeds: bool):
+    def __init__(self, model: nn.Module, kind: str):
         super().__init__()
-        self.lm, self.decoder, self.head = lm, decoder, head
-        self.num_layers, self.embeds = num_layers, embeds
-        params = inspect.signature(decoder.forward).parameters
+        self.model = model
+        self.embeds = kind == "vlm"
+        text = model.config.get_text_config()
+        self.num_layers = int(text.num_hidden_layers)
+        self.hidden_size = int(text.hidden_size)
+        # The whole model's forward, head included: Cohere's logit_scale and Gemma's final
+        # soft-capping are applied there, not in the decoder.
+        params = inspect.signature(model.forward).parameters
         # transformers 5.25 renamed past_key_values to cache; an unknown keyword would be
         # swallowed by **kwargs and start a fresh cache, so the name is read off the signature.
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
-        self.input_names = ["inputs_embeds" if embeds else "input_ids", "attention_mask", "position_ids"] + [
-            f"past_{kv}_{i}" for i in range(num_layers) for kv in ("key", "value")]
-        self.output_names = ["logits"] + [f"present_{kv}_{i}" for i in range(num_layers) for kv in ("key", "value")]
+        self.input_names = ["inputs_embeds" if self.embeds else "input_ids", "attention_mask", "position_ids"] + [
+            f"past_{kv}_{i}" for i in range(self.num_layers) for kv in ("key", "value")]
+        self.output_names = ["logits"] + [f"present_{kv}_{i}" for i in range(self.num_layers) for kv in ("key", "value")]
 
     def forward(self, tokens, attention_mask, position_ids, *past):
         from transformers import DynamicCache
@@ -75,10 +90,10 @@ class WithPast(nn.Module):
         for i in range(self.num_layers):
             cache.update(past[2 * i], past[2 * i + 1], i)
         inputs = {"inputs_embeds" if self.embeds else "input_ids": tokens}
-        out = self.decoder(**inputs, attention_mask=attention_mask, position_ids=position_ids,
+        out = self.model(**inputs, attention_mask=attention_mask, position_ids=position_ids,
                            **{self.cache_arg: cache}, use_cache=True)
         presents = [t for layer in cache.layers[: self.num_layers] for t in (layer.keys, layer.values)]
-        return (self.head(out.last_hidden_state), *presents)
+        return (out.logits, *presents)
 
 
 def serving_model(config, layers: int = 2, *, seed: int = 0):
@@ -112,6 +127,10 @@ def serving_model(config, layers: int = 2, *, seed: int = 0):
             sub._attn_implementation = "eager"
         model = transformers.AutoModelForImageTextToText.from_config(whole, attn_implementation="eager")
         kind = "vlm"
+    elif _vision_inside_layers(model_type):
+        raise ValueError(f"{model_type}: its decoder takes vision features inside its layers "
+                         f"({', '.join(_vision_inside_layers(model_type))}), beside inputs_embeds; export-hf "
+                         "--with-past exports decoders whose only vision input is inputs_embeds")
     elif model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         model = transformers.AutoModelForCausalLM.from_config(text_obj, attn_implementation="eager")
         kind = "text"
@@ -123,39 +142,39 @@ def serving_model(config, layers: int = 2, *, seed: int = 0):
     return model.float().eval(), kind
 
 
-def _decoder_parts(model, kind):
-    """(decoder, lm head, number of attention layers)."""
-    decoder = model.model.language_model if kind == "vlm" else model.model
-    return decoder, model.lm_head, int(decoder.config.num_hidden_layers)
+def _vision_inside_layers(model_type: str) -> list[str]:
+    """The vision inputs a decoder's forward takes inside its layers (Qwen3-VL's deepstack)."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    cls = getattr(transformers, str(MODEL_MAPPING_NAMES.get(model_type, "")), None)
+    params = inspect.signature(cls.forward).parameters if cls is not None else {}
+    return [p for p in params if "deepstack" in p or p == "visual_pos_masks"]
 
 
-def _empty_past(model, kind, batch):
+def _empty_past(wrapper: WithPast, batch: int) -> list:
     """Zero-length past tensors, shaped as the model's own cache shapes them."""
     from transformers import DynamicCache
 
-    decoder, _, layers = _decoder_parts(model, kind)
-
     cache = DynamicCache()
     with torch.no_grad():
-        tokens = (torch.zeros(batch, 1, decoder.config.hidden_size) if kind == "vlm"
+        tokens = (torch.zeros(batch, 1, wrapper.hidden_size) if wrapper.embeds
                   else torch.zeros(batch, 1, dtype=torch.int64))
-        arg = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
-        decoder(**{"inputs_embeds" if kind == "vlm" else "input_ids": tokens}, **{arg: cache}, use_cache=True)
-    return [t[:, :, :0].clone() for layer in cache.layers[:layers] for t in (layer.keys, layer.values)]
+        wrapper.model(**{wrapper.input_names[0]: tokens}, **{wrapper.cache_arg: cache}, use_cache=True)
+    return [t[:, :, :0].clone() for layer in cache.layers[:wrapper.num_layers] for t in (layer.keys, layer.values)]
 
 
 def _example(model, kind, batch: int, seq: int, past: int, seed: int):
     """Inputs of `WithPast` for a random prompt continued after ``past`` cached tokens."""
     g = torch.Generator().manual_seed(seed)
-    decoder, _, layers = _decoder_parts(model, kind)
     with torch.no_grad():
         ids = torch.randint(0, 500, (batch, past + seq), generator=g)
         mask = torch.ones(batch, past + seq, dtype=torch.int64)
         tokens = model.get_input_embeddings()(ids) if kind == "vlm" else ids
         steps = torch.arange(past + seq).expand(batch, -1)
         positions = steps.expand(3, batch, -1).contiguous() if kind == "vlm" else steps.contiguous()
-        wrapper = WithPast(model, decoder, model.lm_head, layers, kind == "vlm")
-        empty = _empty_past(model, kind, batch)
+        wrapper = WithPast(model, kind)
+        empty = _empty_past(wrapper, batch)
         prefix = wrapper(tokens[:, :past], mask[:, :past], positions[..., :past], *empty)[1:]
     return wrapper, (tokens[:, past:], mask, positions[..., past:], *prefix)
 
@@ -180,22 +199,45 @@ def export_with_past(config, out, *, layers: int = 2, seed: int = 0, opset: int 
         raise ValueError(f"the output file must end in .onnx (binary ONNX), got {os.fspath(out)!r}")
     if isinstance(config, (str, os.PathLike)) and os.path.exists(config) and same_file(config, out):
         raise ValueError(f"the output {os.fspath(out)!r} is the config it reads: refusing to write over it")
+    from ..export.forms import FUSED_OPSET, MIN_OPSET, max_opset
+
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= max_opset():
+        raise ValueError(f"opset must be an int from {MIN_OPSET} to {max_opset()}, got {opset!r}")
+    if fused and opset < FUSED_OPSET:
+        raise ValueError(f"the fused rotary needs opset {FUSED_OPSET} (RotaryEmbedding); got {opset}: use opset 23 or "
+                         "fused=False (--no-fused)")
+    if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= MAX_LAYERS:
+        raise ValueError(f"layers must be an int from 1 to {MAX_LAYERS} (a small random model), got {layers!r}")
     say("building the model")
     model, kind = serving_model(config, layers, seed=seed)
-    wrapper, args = _example(model, kind, batch=2, seq=5, past=3, seed=seed)
-    with torch.no_grad():
-        presents = wrapper(*args)[1:]
+    vision_path = os.path.splitext(os.fspath(out))[0] + ".vision.onnx" if kind == "vlm" else None
+    if vision_path:  # the second file gets the first's checks, before any export
+        check_output_path(vision_path)
+        if isinstance(config, (str, os.PathLike)) and os.path.exists(config) and same_file(config, vision_path):
+            raise ValueError(f"the vision graph {vision_path!r} would overwrite the config it reads")
+    try:
+        wrapper, args = _example(model, kind, batch=2, seq=5, past=3, seed=seed)
+        with torch.no_grad():
+            presents = wrapper(*args)[1:]
+    except (ValueError, TypeError, AttributeError, NotImplementedError) as exc:  # e.g. DeepSeek V3.2's indexer cache
+        raise ValueError(f"{type(model).__name__}: its cache is not one key and one value tensor per layer, which "
+                         f"export-hf --with-past exports ({type(exc).__name__}: {str(exc)[:200]})") from None
     if any(t.shape[2] != 3 + 5 for t in presents):
         raise RuntimeError(f"{type(model).__name__} did not extend the cache it was given (present lengths "
                            f"{sorted({t.shape[2] for t in presents})}, expected 8): its forward takes no "
                            f"{wrapper.cache_arg!r}")
     say(f"exporting {type(model).__name__} with its KV cache (patched, dynamo)")
-    with patch(model, fused=fused) as patched:
+    vision = None
+    with patch(model, fused=fused) as patched, exportable_experts(model):
         try:
             proto = _export(wrapper, args, opset)
+            if kind == "vlm":  # the vision encoder, patched too, with its dynamic grid
+                say("exporting its vision encoder (grid inputs)")
+                vision = _vision_graph(model, opset, fused, seed)
         except Exception as exc:  # noqa: BLE001 - the exporter's own failure, in one line
             raise RuntimeError(f"the dynamo exporter failed on {type(model).__name__} with a KV cache (patched: "
-                               f"{', '.join(n for n, _, _ in patched.replaced)}): {error_line(exc)[:300]}") from None
+                               f"{', '.join(n for n, _, _ in patched.replaced)}): {_exporter_reason(exc)[:300]}"
+                               + _EXPORT_HINT.get(_failure_kind(exc), "")) from None
     names = wrapper.input_names
     entry = proto.metadata_props.add()
     entry.key = METADATA_KEY
@@ -204,9 +246,29 @@ def export_with_past(config, out, *, layers: int = 2, seed: int = 0, opset: int 
         "positions": "mrope" if kind == "vlm" else "text",
         "rule": ("prefill: mrope_position_ids(..., return_deltas=True); decode: decode_position_ids(rope_deltas, "
                  "past_length)" if kind == "vlm" else "text_position_ids(attention_mask), last S columns"),
-        "model": type(model).__name__, "fused": fused, "recompute_cache_at": _recompute_at(model)})
-    atomic_write(out, proto.SerializeToString())
+        "model": type(model).__name__, "fused": fused, "recompute_cache_at": _recompute_at(model),
+        "vision_graph": os.path.basename(vision_path) if vision_path else None})
+    write_together({out: proto.SerializeToString(), **({vision_path: vision} if vision_path else {})})
     return model, kind
+
+
+def _vision_graph(model, opset: int, fused: bool, seed: int) -> bytes:
+    """The VLM's vision encoder as a `GridEncoder` graph (the metadata `vision_grid_inputs` takes)."""
+    from .export import export_bytes
+    from .inputs import EXPORT_GRID
+    import onnx
+
+    from .vision_grid import METADATA_KEY as GRID_KEY, GridEncoder
+
+    encoder = GridEncoder(model.model.visual)
+    merge = encoder.params["spatial_merge_size"]
+    args = encoder.example_args(EXPORT_GRID * [1, merge, merge], seed=seed)
+    data = export_bytes(encoder, args, encoder.input_names, dict(zip(encoder.input_names, encoder.dynamic_shapes())),
+                        exporter="dynamo", opset=opset, fused=fused)
+    proto = onnx.load_from_string(data)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = GRID_KEY, json.dumps(encoder.params)
+    return proto.SerializeToString()
 
 
 def _recompute_at(model) -> int | None:
@@ -266,6 +328,7 @@ class GenerationReport:
     max_logit_diff: float
     tolerance: float
     within_tolerance: bool
+    files: list = dataclasses.field(default_factory=list)  # the decoder graph, and its vision graph for a VLM
 
     @property
     def first_difference(self) -> int | None:
@@ -298,7 +361,7 @@ class GenerationReport:
 _IMAGE_GRID = (1, 4, 6)
 
 
-def _prompt(model, kind, batch: int, seed: int):
+def _prompt(model, kind, batch: int, seed: int, vision_graph=None):
     """(generate kwargs for transformers, onnx loop kwargs, words): the same prompt for both."""
     g = torch.Generator().manual_seed(seed)
     if kind == "text":
@@ -321,7 +384,7 @@ def _prompt(model, kind, batch: int, seed: int):
     mask = torch.ones_like(ids)
     with torch.no_grad():
         embeds = model.get_input_embeddings()(ids)
-        features = _image_features(model, pixels, grid)
+        features = _image_features(model, pixels, grid, vision_graph)
         embeds[ids == cfg.image_token_id] = features.to(embeds.dtype)
     types = (ids == cfg.image_token_id).long()
     positions, deltas = mrope_position_ids(types, image_grid_thw=grid, spatial_merge_size=merge, return_deltas=True)
@@ -329,14 +392,28 @@ def _prompt(model, kind, batch: int, seed: int):
     onnx_kwargs = dict(tokens=embeds.numpy(), attention_mask=mask.numpy(), position_ids=positions.numpy(),
                        rope_deltas=deltas.numpy(), embed=lambda token: table[token])
     words = (f"{batch} x (5 text tokens, one {h}x{w}-patch image ({image_tokens} tokens, rope_deltas {int(deltas[0])}), "
-             f"5 text tokens)")
+             f"5 text tokens); image features from "
+             + (f"{os.path.basename(os.fspath(vision_graph))} on onnxruntime" if vision_graph else "the torch vision tower"))
     # the processor's token types: transformers computes M-RoPE from them (5.23 and later)
     reference = dict(input_ids=ids, attention_mask=mask, pixel_values=pixels, image_grid_thw=grid, mm_token_type_ids=types)
     return reference, onnx_kwargs, words
 
 
-def _image_features(model, pixels, grid):
-    """The vision tower's merged features for ``grid``, [tokens, hidden] (torch)."""
+def _image_features(model, pixels, grid, vision_graph=None):
+    """The merged image features for ``grid``, [tokens, hidden]: from the exported vision graph
+    on onnxruntime (its grid inputs built on the host, numpy only) or, without one, from the
+    model's own vision tower."""
+    if vision_graph is not None:
+        import onnxruntime as ort
+
+        from ..positions import vision_grid_inputs
+        from .vision_grid import METADATA_KEY as GRID_KEY
+
+        session = ort.InferenceSession(os.fspath(vision_graph), providers=["CPUExecutionProvider"])
+        params = json.loads(session.get_modelmeta().custom_metadata_map[GRID_KEY])
+        host = vision_grid_inputs(grid.numpy(), **params)
+        feeds = {"pixel_values": pixels.numpy(), **{i.name: host[i.name] for i in session.get_inputs()[1:]}}
+        return torch.from_numpy(session.run(None, feeds)[0])
     out = model.model.get_image_features(pixel_values=pixels, image_grid_thw=grid)
     out = getattr(out, "pooler_output", out)
     return torch.cat(list(out)) if isinstance(out, (list, tuple)) else out
@@ -354,7 +431,18 @@ def check_generation(model, kind, path, steps: int = 20, *, batch: int = 1, seed
         drop_rope_deltas: decode M-RoPE positions without ``rope_deltas`` (a negative control:
             the report must fail).
     """
-    reference_kwargs, onnx_kwargs, words = _prompt(model, kind, batch, seed)
+    meta = read_serving(path)
+    vision = meta.get("vision_graph")
+    vision_graph = os.path.join(os.path.dirname(os.fspath(path)), vision) if vision else None
+    for name, value, top in (("steps", steps, MAX_GENERATE), ("batch", batch, 64)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+            raise ValueError(f"{name} must be an int from 1 to {top}, got {value!r}")
+    reference_kwargs, onnx_kwargs, words = _prompt(model, kind, batch, seed, vision_graph)
+    switch = meta.get("recompute_cache_at")
+    if switch:  # Phi-3's LongRoPE: say whether this generation exercised the cache recompute
+        last = onnx_kwargs["attention_mask"].shape[1] + steps - 1
+        words += (f"; the cache reaches {switch} (LongRoPE's switch: recomputed)" if last > switch else
+                  f"; stays below LongRoPE's switch at {switch} (no cache recompute)")
     with torch.no_grad():
         ref = model.generate(**reference_kwargs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
                              output_logits=True, return_dict_in_generate=True)
@@ -373,4 +461,4 @@ def check_generation(model, kind, path, steps: int = 20, *, batch: int = 1, seed
     return GenerationReport(path=os.fspath(path), model=type(model).__name__, prompt=words, steps=steps,
                             tokens_onnx=got_ids.tolist(), tokens_transformers=want_ids.tolist(),
                             max_logit_diff=stats["max_abs_err"], tolerance=TOLERANCE["rtol"] * scale,
-                            within_tolerance=stats["ok"])
+                            within_tolerance=stats["ok"], files=[os.fspath(path)] + ([vision_graph] if vision_graph else []))

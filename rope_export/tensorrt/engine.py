@@ -143,33 +143,56 @@ def _named_axes(onnx_path) -> dict:
 
 
 def _profile(builder, network, profile: Profile, trt, named: dict):
-    """Rotary graphs: q, k [B, H, S, D], position_ids [B, S] or [A, B, S]. Graphs with a KV
-    cache (dims named batch / sequence / past / total): the past runs from 0 to the profile's
-    sequence max, the new tokens (default profile) from 1 to 512 with 1 as the optimum, total =
-    past + new."""
+    """Every dynamic dimension from its name in the ONNX graph: ``batch`` and ``sequence`` take
+    the profile's ranges; graphs with a KV cache (``past``, ``total``) run the past from 0 to the
+    sequence max, the new tokens (default profile) from 1 to 512 with 1 as the optimum, and
+    total = past + new; any other name (a vision encoder's patch blocks) the sequence range,
+    an expression of names (``4*blocks``) evaluated. q, k and position_ids without names:
+    [B, H, S, D], [B, S] or [A, B, S]."""
     seq = profile.sequence
-    # decode-shaped by default: one new token (opt) after up to seq max cached ones; prefill up to 512
-    new = (seq[0], seq[0], min(seq[2], SERVING_MAX_NEW)) if profile == Profile() else seq
+    serving = any(name in ("past", "total") for axes in named.values() for name in axes.values())
+    new = (seq[0], seq[0], min(seq[2], SERVING_MAX_NEW)) if serving and profile == Profile() else seq
     by_name = {"batch": profile.batch, "sequence": new, "past": (0, seq[1], seq[2]),
                "total": (new[0], new[1] + seq[1], new[2] + seq[2])}
-    serving = any(name in ("past", "total") for axes in named.values() for name in axes.values())
     opt_profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         shape = list(tensor.shape)
-        if serving:
-            axes = {a: by_name[n] for a, n in named.get(tensor.name, {}).items() if n in by_name}
-        else:  # q, k: [B, H, S, D]; position_ids: [B, S] or [A, B, S]
+        names = named.get(tensor.name, {})
+        if tensor.name in ("q", "k", "position_ids") and not names:
             batch_axis, seq_axis = (len(shape) - 2, len(shape) - 1) if tensor.name == "position_ids" else (0, 2)
-            axes = {batch_axis: profile.batch, seq_axis: seq}
+            names = {batch_axis: "batch", seq_axis: "sequence"}
         shapes = []
         for which in range(3):
             dims = list(shape)
-            for axis, sizes in axes.items():
-                dims[axis] = sizes[which]
+            for axis, size in enumerate(shape):
+                if size == -1:
+                    dims[axis] = _dim_size(names.get(axis, "sequence"), by_name, which)
             shapes.append(trt.Dims(dims))
         opt_profile.set_shape(tensor.name, *shapes)
     return opt_profile
+
+
+def _dim_size(name: str, by_name: dict, which: int) -> int:
+    """The size of a named dimension (``4*blocks``: 4 times the sequence range's value)."""
+    import ast
+
+    def value(node):
+        if isinstance(node, ast.Expression):
+            return value(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name):
+            return by_name.get(node.id, by_name["sequence"])[which]
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
+            left, right = value(node.left), value(node.right)
+            return left + right if isinstance(node.op, ast.Add) else left * right
+        raise ValueError(node)
+
+    try:
+        return max(0, int(value(ast.parse(name, mode="eval"))))
+    except (SyntaxError, ValueError, RecursionError):
+        return by_name["sequence"][which]
 
 
 def build_engine(onnx_path: str, out_path: str, *, profile: Profile = Profile(), plugin: bool = False,

@@ -15,7 +15,7 @@ No ``from __future__ import annotations`` here: the plugin package reads these a
 classes (``issubclass(annotation, TensorDesc)``). The attributes are declared as 1-D numpy
 arrays because TensorRT's ONNX parser hands INT and FLOAT attributes over as one-element
 int32/float32 arrays. In CI the descriptor, autotune and JIT implementation register through
-NVIDIA's own plugin package on a stand-in core (tests/test_tensorrt.py); the AOT implementation
+NVIDIA's own plugin package on a stand-in core (tests/tensorrt/test_plugin.py); the AOT implementation
 and engine building with the plugin need TensorRT itself on a GPU machine (docs/tensorrt.md: what ran where).
 """
 

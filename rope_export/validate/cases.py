@@ -72,6 +72,17 @@ def make_cases(spec: RopeSpec, dtype: str, num_q_heads: int, num_kv_heads: int, 
         far = min(8 * max_pos, 2**24 - 10**6)  # far past the trained context: a window of 1e6 positions
         q, k = qk(2, 17)
         cases.append(Case(f"far beyond, from {far}", q, k, rand_pos(2, 17, far, far + 10**6)))
+    rule = spec.length_rule
+    switch = (rule.original_max_position_embeddings if rule is not None and rule.kind == "longrope" else
+              rule.max_position_embeddings if rule is not None and rule.kind == "dynamic" else None)
+    if switch is not None and switch < min(table_length or 2**24, 2**24):
+        # Both sides of the switch: the largest position one below it (the short / static
+        # table) and exactly at it (the long / stretched one), where a comparison written
+        # > instead of >= (or a moved threshold) is the only thing that differs.
+        for last in (switch - 1, switch):
+            q, k = qk(1, 9)
+            pos = torch.arange(last - 8, last + 1).clamp_min(0).expand(*spec.position_shape(1, 9)).contiguous()
+            cases.append(Case(f"length rule switch, up to {last}", q, k, pos))
     grid = None
     if axes == 3:
         types = torch.tensor([[0] * 5 + [1] * 24 + [0] * 3 + [2] * 32 + [0] * 4])

@@ -91,6 +91,10 @@ def validate(
         raise InputError(f"case_timeout must be a number of seconds in (0, 1e6) or None, got {case_timeout!r}")
     case_timeout = None if case_timeout is None else float(case_timeout)
     info = read_graph(path)
+    if "rope_export.serving" in info.metadata:
+        raise InputError(f"{path} is a decoder with its KV cache (export-hf --with-past): validate takes rotary graphs "
+                         "(q, k, position_ids); a decoder is proven by greedy generation: rope-export export-hf "
+                         "--with-past --generate N")
     overridden = spec is not None and info.spec is not None and spec != info.spec
     if spec is None:
         if info.spec is None:
@@ -115,7 +119,8 @@ def validate(
                               graph_spec=info.spec.to_dict() if overridden else None)
     if progress:
         progress("checking every constant against the spec")
-    structure = check_structure(_load_for_structure(path), info, spec)
+    # the graph's own spec (None) is also held to its own scaling fields; a given one is trusted
+    structure = check_structure(_load_for_structure(path), info, None if spec == info.spec else spec)
     report.structure = dataclasses.asdict(structure)
     case_list = list(cases) if cases is not None else make_cases(spec, info.dtype, heads_q, heads_k, seed, info.table_length)
     torch_runner, ref_runner = TorchRunner(spec), ReferenceRunner(spec)

@@ -68,9 +68,13 @@ def check_structure(model, info, spec=None) -> StructureResult:
     """Compare ``model`` (an ``onnx.ModelProto``) with the graph rope_export writes for ``spec``
     (default: the graph's own, ``info.spec``; `read_graph`'s ``info`` gives form, dtype, opset,
     heads and table length)."""
+    own = spec is None
     spec = spec if spec is not None else info.spec
     if spec is None:
         return StructureResult("not applicable", "the graph carries no rope_export spec and none was given")
+    contradiction = spec_contradiction(spec) if own else None
+    if contradiction:  # a graph and its metadata edited alike would otherwise pass as the preset it names
+        return StructureResult("fail", f"the spec in its metadata contradicts itself: {contradiction}")
     ambiguous = _ambiguous(model)
     if ambiguous:
         return StructureResult("fail", f"{ambiguous}: a runtime picks one, no check can say which")
@@ -127,6 +131,39 @@ def check_structure(model, info, spec=None) -> StructureResult:
     if notes:  # the metadata lied about the form, yet every constant is the spec's
         result.detail = "; ".join(notes)
     return result
+
+
+def spec_contradiction(spec) -> str | None:
+    """Where a one-axis spec's frequencies are not what its own scaling fields give (rope_type,
+    rope_theta, factors: `frequencies.ROPE_TYPES`, as transformers computes them over the rotary
+    width or ``int(head_dim * partial_rotary_factor)``), what differs; None where they agree or
+    the fields do not determine them (multi-axis and custom specs)."""
+    from ..frequencies import ROPE_TYPES
+
+    fields = spec.scaling_dict
+    rule = ROPE_TYPES.get(fields.get("rope_type"))
+    if spec.num_axes != 1 or rule is None:
+        return None
+    widths = {spec.rotary_dim}
+    if isinstance(fields.get("partial_rotary_factor"), (int, float)) and fields["partial_rotary_factor"] > 0:
+        widths.add(int(spec.head_dim * fields["partial_rotary_factor"]))
+    first = None
+    for width in sorted(widths):
+        try:
+            implied = rule(fields, spec.head_dim, width, spec.max_position_embeddings)
+        except (ValueError, TypeError, KeyError, ZeroDivisionError, OverflowError):
+            return None  # the fields alone do not say (a field rope_export fills in from elsewhere)
+        values = tuple(float(v) for v in implied.inv_freq.tolist())
+        if values == tuple(spec.inv_freq) and float(implied.attention_scaling) == spec.attention_scaling:
+            return None
+        if first is None:
+            index = next((i for i, (a, b) in enumerate(zip(values, spec.inv_freq)) if a != b), None)
+            first = (f"inv_freq[{index}] is {spec.inv_freq[index]!r}, its scaling fields ({fields.get('rope_type')}, "
+                     f"rope_theta {fields.get('rope_theta')}) give {values[index]!r}" if index is not None and
+                     len(values) == len(spec.inv_freq) else
+                     f"{len(spec.inv_freq)} frequencies, its scaling fields give {len(values)}" if len(values) != len(spec.inv_freq)
+                     else f"attention_scaling is {spec.attention_scaling!r}, its scaling fields give {implied.attention_scaling!r}")
+    return first
 
 
 def _said(info):
@@ -195,12 +232,14 @@ def _compare_constants(model, expected, result: StructureResult) -> None:
         if f.SerializeToString(deterministic=True) not in bodies:
             overload = f" (overload {f.overload!r})" if f.overload else ""
             raise _Wrong(f"function {f.domain}.{f.name}{overload} is not one rope_export writes for this spec")
-    got = {t.name: t for t in model.graph.initializer}
-    for want in expected.graph.initializer:
-        if _size(want) < 2:
+    got = _constants(model.graph)
+    for want in _constants(expected.graph).values():
+        match = got.get(want.name)
+        if match is not None and match.data_type == want.data_type and list(match.dims) == list(want.dims):
+            # by name, scalars too (a length rule's threshold is one)
+            _compare_tensor(match, want, f"constant {want.name!r}", result)
             continue
-        if want.name in got:
-            _compare_tensor(got[want.name], want, f"initializer {want.name!r}", result)
+        if _size(want) < 2:  # by shape only where a shape says something
             continue
         same = [t for t in got.values() if t.data_type == want.data_type and list(t.dims) == list(want.dims)]
         if not same:
@@ -209,7 +248,7 @@ def _compare_constants(model, expected, result: StructureResult) -> None:
         for t in same:
             probe = StructureResult("fail")
             try:
-                _compare_tensor(t, want, f"initializer {t.name!r} (as the spec's {want.name!r})", probe)
+                _compare_tensor(t, want, f"constant {t.name!r} (as the spec's {want.name!r})", probe)
                 result.constants += probe.constants
                 result.tables |= probe.tables
                 break
@@ -217,6 +256,32 @@ def _compare_constants(model, expected, result: StructureResult) -> None:
                 errors.append(str(exc))
         else:
             raise _Wrong(errors[0])
+
+
+def _constants(graph) -> dict:
+    """{name: TensorProto} of a graph's initializers and Constant nodes (a graph tool may move
+    a table from one to the other; both are constants the rotary depends on)."""
+    from onnx import helper, numpy_helper
+
+    out = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or not node.output:
+            continue
+        attr = node.attribute[0] if len(node.attribute) == 1 else None
+        if attr is None:
+            continue
+        if attr.name == "value":
+            tensor = type(attr.t)()
+            tensor.CopyFrom(attr.t)
+        elif attr.name in ("value_float", "value_floats", "value_int", "value_ints"):
+            value = helper.get_attribute_value(attr)
+            dtype = np.float32 if "float" in attr.name else np.int64
+            tensor = numpy_helper.from_array(np.asarray(value, dtype=dtype))
+        else:
+            continue
+        tensor.name = node.output[0]
+        out[tensor.name] = tensor
+    return out
 
 
 def _size(tensor) -> int:
@@ -282,13 +347,16 @@ def _compare_nodes(got, want, where: str, result: StructureResult) -> None:
         label = f"{where} node {i} ({w.op_type} {w.name!r})"
         if (g.op_type, g.domain, g.overload, list(g.input), list(g.output)) != \
                 (w.op_type, w.domain, w.overload, list(w.input), list(w.output)):
-            raise _Differs(f"{where} node {i} is {g.domain + '.' if g.domain else ''}{g.op_type}{list(g.input)}, "
-                           f"rope_export writes {w.domain + '.' if w.domain else ''}{w.op_type}{list(w.input)}")
+            raise _Differs(f"{where} node {i} is {_node_text(g)}, rope_export writes {_node_text(w)}")
         g_attrs, w_attrs = {a.name: a for a in g.attribute}, {a.name: a for a in w.attribute}
         if set(g_attrs) != set(w_attrs):
             raise _Wrong(f"{label} has attributes {sorted(g_attrs)}, the spec's graph {sorted(w_attrs)}")
         for name, attr in w_attrs.items():
             _compare_attribute(g_attrs[name], attr, f"{label} attribute {name!r}", result)
+
+
+def _node_text(node) -> str:
+    return f"{node.domain + '.' if node.domain else ''}{node.op_type}{list(node.input)} -> {list(node.output)}"
 
 
 def _compare_attribute(got, want, label: str, result: StructureResult) -> None:

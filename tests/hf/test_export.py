@@ -150,17 +150,33 @@ def test_export_hf_for_the_decoder_families_that_failed(tmp_path, name, config):
         "sliding_attention" if name == "gemma3n_text" else None), name=report.replaced[0][2].name)
 
 
-def test_an_exporter_failure_is_one_line_naming_what_it_could_not_take(tmp_path):
-    """Mixtral's MoE router (no dense-layer switch in its config): export-hf exits 2 with one
-    line naming the op the exporter could not convert, and writes nothing."""
-    from rope_export.cli import main
+def test_moe_models_export_through_batched_experts(tmp_path):
+    """Mixtral's MoE (no dense-layer switch in its config): transformers' default grouped_mm
+    experts sort tokens with data-dependent shapes no exporter takes; export-hf exports them as
+    batched_mm (the same maths) and matches the model run with its own implementation."""
+    config = transformers.AutoConfig.for_model("mixtral").to_dict()
+    report = export_hf(config, tmp_path / "m.onnx", layers=1, compare_unpatched=False)
+    assert report.passed, report.summary()
 
-    config = tmp_path / "mixtral.json"
-    config.write_text(transformers.AutoConfig.for_model("mixtral").to_json_string())
-    out = tmp_path / "m.onnx"
+
+def test_an_exporter_failure_is_one_line_naming_what_it_could_not_take(tmp_path, monkeypatch):
+    """The exporter's own many-line, coloured failure becomes one line naming the op it could
+    not convert, with what that usually means; nothing is written."""
     import contextlib
     import io
 
+    import rope_export.hf.export as export_module
+    from rope_export.cli import main
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("Failed to convert the exported program to an ONNX model.\n\x1b[96mstep 3/3\x1b[0m\n"
+                           "DispatchError: No ONNX function found for <OpOverload(op='aten.histc', overload='default')>"
+                           "\nmore lines")
+
+    monkeypatch.setattr(export_module, "_export_bytes", fail)
+    config = tmp_path / "llama.json"
+    config.write_text(json.dumps(HF_CASES["llama"][0]))
+    out = tmp_path / "m.onnx"
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         assert main(["export-hf", "--config", str(config), "--layers", "1", "--out", str(out), "--no-compare"]) == 2
@@ -178,3 +194,19 @@ def test_export_hf_patches_deepseek_v3_and_matches(tmp_path):
     assert report.passed, report.summary()
     assert report.rotary_nodes == 2
     assert report.replaced[0][2].layout == "interleaved_to_half"
+
+
+def test_check_trt_builds_an_export_hf_decoder_graph(tmp_path):
+    """Its inputs are input_ids, attention_mask, position_ids [B, S], not q/k: the optimization
+    profile follows the graph's dimension names."""
+    from rope_export.tensorrt import tensorrt_unavailable
+    from rope_export.tensorrt.check import check_graphs
+
+    reason = tensorrt_unavailable()
+    if reason is not None:
+        pytest.skip(f"no TensorRT builder here: {reason}")
+    path = tmp_path / "llama.onnx"
+    assert export_hf(HF_CASES["llama"][0], path, layers=1, compare_unpatched=False).passed
+    (result,) = check_graphs([str(path)])
+    assert result.build.parsed and result.build.built, result.problems
+    assert result.build.rotary_layers == 2  # q and k of the one layer

@@ -51,6 +51,8 @@ def test_text_decoders_generate_like_transformers_with_left_padding(tmp_path, na
                      "past_value_1"]
     # Phi-3's LongRoPE: transformers recomputes the cache when the sequence first passes 16
     assert meta["recompute_cache_at"] == (16 if name == "phi3-longrope-16" else None)
+    if name == "phi3-longrope-16":
+        assert "the cache reaches 16 (LongRoPE's switch: recomputed)" in report.prompt
 
 
 def test_longrope_without_the_recompute_rule_is_caught(tmp_path):
@@ -75,6 +77,9 @@ def test_vlm_decoders_generate_like_transformers_with_an_image(tmp_path, preset)
     assert "rope_deltas -3" in report.prompt
     meta = read_serving(path)
     assert meta["positions"] == "mrope" and meta["tokens"] == "inputs_embeds"
+    # the image features came from the exported vision encoder, written beside the decoder
+    assert meta["vision_graph"] == "decoder.vision.onnx" and (tmp_path / "decoder.vision.onnx").is_file()
+    assert "decoder.vision.onnx on onnxruntime" in report.prompt
     # Negative control: decode positions without rope_deltas (mlx-vlm #1527's bug) must fail.
     dropped = check_generation(model, kind, path, steps=STEPS, drop_rope_deltas=True)
     assert not dropped.passed and dropped.max_logit_diff > 100 * dropped.tolerance, dropped.summary()
@@ -103,15 +108,13 @@ def _strip(path):
 
 def test_check_trt_builds_the_with_past_graph(tmp_path):
     from rope_export.tensorrt import tensorrt_unavailable
-    from rope_export.tensorrt.engine import Profile, parse_and_build
+    from rope_export.tensorrt.check import check_graphs
 
     reason = tensorrt_unavailable()
     if reason is not None:
         pytest.skip(f"no TensorRT builder here: {reason}")
-
     path = tmp_path / "decoder.onnx"
     export_with_past(_config("qwen2-vl-7b"), path)
-    # attention over [B, H, S, past + S]: a small profile keeps the builder's memory small
-    build = parse_and_build(str(path), profile=Profile(batch=(1, 1, 2), sequence=(1, 16, 256)))
-    assert build.parsed and build.built, build.errors
-    assert build.rotary_layers == 4, build.layers  # q and k of both layers: TensorRT's native rotary
+    (result,) = check_graphs([str(path)])
+    assert result.form == "with-past" and result.passed, result.problems
+    assert result.build.rotary_layers == 4  # q and k of both layers: TensorRT's native rotary

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -194,3 +196,99 @@ def test_a_graph_that_never_finishes_fails_per_case(graphs, tmp_path, capsys):
     assert "not run" in ran[-1].detail and time.monotonic() - start < 30  # one case waits out the limit, not each
     assert main(["validate", path, "--case-timeout", "0.5", "--seed", "1"]) == 1
     assert "ran past 0.5 s" in capsys.readouterr().out
+
+
+def _tables_as_constant_nodes(model):
+    """Move cos_table and sin_table into Constant nodes of the same names, row 20000 sign-flipped."""
+    for name in ("cos_table", "sin_table"):
+        tensor = next(t for t in model.graph.initializer if t.name.startswith(name))
+        a = numpy_helper.to_array(tensor).copy()
+        a[20000] = -a[20000]
+        model.graph.initializer.remove(tensor)
+        model.graph.node.insert(0, helper.make_node("Constant", [], [tensor.name],
+                                                    value=numpy_helper.from_array(a, tensor.name)))
+
+
+def test_constants_moved_into_constant_nodes_are_still_compared(graphs, tmp_path):
+    path = _save(_tampered(graphs, ("mistral-7b", "table"), _tables_as_constant_nodes), tmp_path / "t.onnx")
+    result = check_structure(onnx.load(path), read_graph(path))
+    assert result.status == "fail" and "'cos_table'" in result.detail and "[20000" in result.detail, result.detail
+    assert main(["validate", path]) == 1
+
+
+def test_a_moved_length_rule_threshold_is_named(tmp_path):
+    """Phi-3's LongRoPE switch at 4096 moved to 3000, with an intermediate renamed so the node
+    structure differs: the scalar threshold is still compared by name."""
+    model = build_onnx(rx.load_preset("phi-3-mini-128k"))
+    threshold = next(t for t in model.graph.initializer
+                     if not t.dims and numpy_helper.to_array(t).item() == 4096)
+    threshold.CopyFrom(numpy_helper.from_array(np.array(3000, dtype=numpy_helper.to_array(threshold).dtype), threshold.name))
+    first = model.graph.node[0]
+    old = first.output[0]
+    first.output[0] = "renamed"
+    for node in model.graph.node[1:]:
+        node.input[:] = ["renamed" if i == old else i for i in node.input]
+    path = _save(model, tmp_path / "t.onnx")
+    result = check_structure(onnx.load(path), read_graph(path))
+    assert result.status == "fail" and repr(threshold.name) in result.detail and "3000" in result.detail, result.detail
+
+
+def test_the_switch_comparison_is_held_on_both_sides(tmp_path):
+    """'>=' turned into '>' at LongRoPE's switch: no constant changes (structure not applicable),
+    and only a case whose largest position is exactly 4096 differs: it is run."""
+    model = build_onnx(rx.load_preset("phi-3-mini-128k"))
+    node = next(n for n in model.graph.node if n.op_type == "GreaterOrEqual")
+    node.op_type = "Greater"
+    path = _save(model, tmp_path / "gt.onnx")
+    report = rx.validate(path, seed=3)
+    assert not report.passed
+    failed = {c.case for c in report.results if c.status != "pass"}
+    assert failed == {"length rule switch, up to 4096"}, failed
+
+
+def test_a_spec_that_contradicts_its_own_scaling_fails(tmp_path):
+    """inv_freq[5] x 1.01 in the initializer and in the metadata alike: the graph matches its
+    metadata bit for bit, but the metadata's frequencies are not what its rope_theta gives."""
+    model = build_onnx(rx.load_preset("mistral-7b"), form="fused")
+    _edit_initializer(model, "rope.inv_freq", lambda a: a.__setitem__(5, a[5] * np.float32(1.01)))
+    entry = next(e for e in model.metadata_props if e.key == "rope_export.spec")
+    data = json.loads(entry.value)
+    data["inv_freq"][5] = float(np.float32(data["inv_freq"][5]) * np.float32(1.01))
+    entry.value = json.dumps(data)
+    path = _save(model, tmp_path / "t.onnx")
+    result = check_structure(onnx.load(path), read_graph(path))
+    assert result.status == "fail" and "contradicts itself: inv_freq[5]" in result.detail, result.detail
+    assert main(["validate", path]) == 1
+
+
+def test_every_spec_rope_export_builds_agrees_with_its_own_scaling():
+    """No false alarm: every preset (and every verified transformers config, in tests marked hf)."""
+    from rope_export.validate.structure import spec_contradiction
+
+    assert {p: spec_contradiction(rx.load_preset(p)) for p in rx.list_presets()} == dict.fromkeys(rx.list_presets())
+
+
+@pytest.mark.hf
+def test_every_verified_transformers_config_agrees_with_its_own_scaling():
+    transformers = pytest.importorskip("transformers")
+    from rope_export.architectures import VERIFIED_TEXT
+    from rope_export.hf_config import layer_types_of
+    from rope_export.validate.structure import spec_contradiction
+
+    transformers.logging.set_verbosity_error()
+    checked, wrong = 0, []
+    for model_type in VERIFIED_TEXT:
+        try:
+            cfg = transformers.AutoConfig.for_model(model_type).to_dict()
+            kinds = layer_types_of(cfg) or [None]
+        except Exception:  # noqa: BLE001 - a type this release lacks
+            continue
+        for layer_type in kinds:
+            try:
+                spec = rx.RopeSpec.from_hf_config(cfg, part="text", layer_type=layer_type)
+            except ValueError:
+                continue
+            checked += 1
+            if spec_contradiction(spec):
+                wrong.append((model_type, layer_type, spec_contradiction(spec)))
+    assert checked >= 180 and not wrong, (checked, wrong)  # 5.23: 212 specs, 5.25: 219
