@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("validate", help="run an exported graph on onnxruntime and compare with torch")
     p.add_argument("onnx", help="the graph to check")
     _add_spec_args(p, default_note=False)
-    p.add_argument("--providers", default=",".join(DEFAULT_PROVIDERS), help="comma list: tensorrt,cuda,cpu")
+    p.add_argument("--providers", default=",".join(DEFAULT_PROVIDERS), help="comma list: tensorrt,cuda,cpu (onnxruntime providers), openvino[:gpu|:npu] (OpenVINO's runtime)")
     p.add_argument("--allow-missing", action="store_true", help="an unavailable provider is reported, not failed")
     p.add_argument("--engine", help="also run this TensorRT engine (rope-export build-engine) and compare it")
     p.add_argument("--seed", type=_seed, help="fixed input seed (default: fresh each run, printed)")

@@ -64,7 +64,8 @@ def mrope_position_ids(
         return_deltas: also return ``rope_deltas`` int64 ``[B]``: the largest position + 1
             minus S (padding included), which every decode step adds to its cache position
             (`decode_position_ids`); negative after an image, which takes fewer positions than
-            tokens.
+            tokens. S and the cache position count left padding (transformers counts neither:
+            its deltas are larger by the padding, its decode positions the same).
     Returns:
         int64 ``[3, B, S]`` (and ``rope_deltas`` ``[B]`` when asked). Text runs advance all three axes together; a vision block starts
         at the running position, its t/h/w follow the (merged) grid, and the next run starts

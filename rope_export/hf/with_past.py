@@ -357,8 +357,13 @@ class GenerationReport:
         return {**dataclasses.asdict(self), "first_difference": self.first_difference, "passed": self.passed}
 
 
-# The prompt check_generation uses for a VLM: text, one image of this patch grid, text.
+# The prompt check_generation uses for a VLM: text, an image of this patch grid, text, a video
+# of this one (2 temporal steps, seconds per step), text. The video's temporal extent stays
+# within its merged rows: there every transformers release since 5.0 and the trained rule
+# (`mrope_position_ids`) agree on where the next text starts (transformers issue 45381).
 _IMAGE_GRID = (1, 4, 6)
+_VIDEO_GRID = (2, 8, 8)
+_SECONDS_PER_GRID = 1.0
 
 
 def _prompt(model, kind, batch: int, seed: int, vision_graph=None):
@@ -371,38 +376,56 @@ def _prompt(model, kind, batch: int, seed: int, vision_graph=None):
         words = f"{batch} x 11 random tokens" + (", rows after the first left-padded by 4" if batch > 1 else "")
         return dict(input_ids=ids, attention_mask=mask), dict(tokens=ids.numpy(), attention_mask=mask.numpy()), words
     cfg = model.config
-    merge = int(cfg.vision_config.spatial_merge_size)
-    t, h, w = _IMAGE_GRID
-    image_tokens = t * h * w // merge**2
-    ids = torch.cat([torch.randint(0, 500, (batch, 5), generator=g), torch.full((batch, 1), cfg.vision_start_token_id),
-                     torch.full((batch, image_tokens), cfg.image_token_id), torch.full((batch, 1), cfg.vision_end_token_id),
-                     torch.randint(0, 500, (batch, 4), generator=g)], dim=1)
-    patch = int(cfg.vision_config.patch_size)
-    temporal = int(cfg.vision_config.temporal_patch_size)
-    pixels = torch.randn(batch * t * h * w, int(cfg.vision_config.in_channels) * temporal * patch * patch, generator=g)
-    grid = torch.tensor([_IMAGE_GRID] * batch)  # one image per row, each its own pixels
+    vision = cfg.vision_config
+    merge = int(vision.spatial_merge_size)
+    # Qwen2.5-VL spaces a video's temporal positions by tokens_per_second * seconds per grid step
+    interval = float(getattr(vision, "tokens_per_second", 1) or 1) * _SECONDS_PER_GRID
+
+    def run(token, grid):
+        return torch.full((batch, int(np.prod(grid)) // merge**2), token)
+
+    def text(n):
+        return torch.randint(0, 500, (batch, n), generator=g)
+
+    start, end = torch.full((batch, 1), cfg.vision_start_token_id), torch.full((batch, 1), cfg.vision_end_token_id)
+    ids = torch.cat([text(5), start, run(cfg.image_token_id, _IMAGE_GRID), end, text(3),
+                     start, run(cfg.video_token_id, _VIDEO_GRID), end, text(4)], dim=1)
+    width = int(vision.in_channels) * int(vision.temporal_patch_size) * int(vision.patch_size) ** 2
+    pixels = {name: torch.randn(batch * int(np.prod(grid)), width, generator=g)
+              for name, grid in (("image", _IMAGE_GRID), ("video", _VIDEO_GRID))}
+    grids = {"image": torch.tensor([_IMAGE_GRID] * batch), "video": torch.tensor([_VIDEO_GRID] * batch)}  # one each per row
     mask = torch.ones_like(ids)
+    mask[1:, :4] = 0  # rows after the first are left-padded (their first 4 text tokens)
+    types = (ids == cfg.image_token_id).long() + 2 * (ids == cfg.video_token_id).long()
     with torch.no_grad():
         embeds = model.get_input_embeddings()(ids)
-        features = _image_features(model, pixels, grid, vision_graph)
-        embeds[ids == cfg.image_token_id] = features.to(embeds.dtype)
-    types = (ids == cfg.image_token_id).long()
-    positions, deltas = mrope_position_ids(types, image_grid_thw=grid, spatial_merge_size=merge, return_deltas=True)
+        for name, token in (("image", cfg.image_token_id), ("video", cfg.video_token_id)):
+            features = _vision_features(model, pixels[name], grids[name], vision_graph, video=name == "video")
+            embeds[ids == token] = features.to(embeds.dtype)
+    positions, deltas = mrope_position_ids(types, image_grid_thw=grids["image"], video_grid_thw=grids["video"],
+                                           spatial_merge_size=merge, video_time_intervals=[interval] * batch,
+                                           attention_mask=mask, return_deltas=True)
     table = model.get_input_embeddings().weight.detach().numpy()
     onnx_kwargs = dict(tokens=embeds.numpy(), attention_mask=mask.numpy(), position_ids=positions.numpy(),
                        rope_deltas=deltas.numpy(), embed=lambda token: table[token])
-    words = (f"{batch} x (5 text tokens, one {h}x{w}-patch image ({image_tokens} tokens, rope_deltas {int(deltas[0])}), "
-             f"5 text tokens); image features from "
+    (_, h, w), (vt, vh, vw) = _IMAGE_GRID, _VIDEO_GRID
+    words = (f"{batch} x (text, a {h}x{w}-patch image, text, a {vt}-step {vh}x{vw}-patch video (temporal interval "
+             f"{interval:g}), text: {ids.shape[1]} tokens, rope_deltas {int(deltas[0])})"
+             + (", rows after the first left-padded by 4; " if batch > 1 else "; ")
+             + "image and video features from "
              + (f"{os.path.basename(os.fspath(vision_graph))} on onnxruntime" if vision_graph else "the torch vision tower"))
     # the processor's token types: transformers computes M-RoPE from them (5.23 and later)
-    reference = dict(input_ids=ids, attention_mask=mask, pixel_values=pixels, image_grid_thw=grid, mm_token_type_ids=types)
+    reference = dict(input_ids=ids, attention_mask=mask, pixel_values=pixels["image"], image_grid_thw=grids["image"],
+                     pixel_values_videos=pixels["video"], video_grid_thw=grids["video"], mm_token_type_ids=types)
+    if "second_per_grid_ts" in inspect.signature(model.forward).parameters:
+        reference["second_per_grid_ts"] = torch.full((batch,), _SECONDS_PER_GRID)
     return reference, onnx_kwargs, words
 
 
-def _image_features(model, pixels, grid, vision_graph=None):
-    """The merged image features for ``grid``, [tokens, hidden]: from the exported vision graph
-    on onnxruntime (its grid inputs built on the host, numpy only) or, without one, from the
-    model's own vision tower."""
+def _vision_features(model, pixels, grid, vision_graph=None, *, video: bool = False):
+    """The merged image or video features for ``grid``, [tokens, hidden]: from the exported
+    vision graph on onnxruntime (its grid inputs built on the host, numpy only) or, without one,
+    from the model's own vision tower."""
     if vision_graph is not None:
         import onnxruntime as ort
 
@@ -414,7 +437,8 @@ def _image_features(model, pixels, grid, vision_graph=None):
         host = vision_grid_inputs(grid.numpy(), **params)
         feeds = {"pixel_values": pixels.numpy(), **{i.name: host[i.name] for i in session.get_inputs()[1:]}}
         return torch.from_numpy(session.run(None, feeds)[0])
-    out = model.model.get_image_features(pixel_values=pixels, image_grid_thw=grid)
+    out = (model.model.get_video_features(pixel_values_videos=pixels, video_grid_thw=grid) if video else
+           model.model.get_image_features(pixel_values=pixels, image_grid_thw=grid))
     out = getattr(out, "pooler_output", out)
     return torch.cat(list(out)) if isinstance(out, (list, tuple)) else out
 

@@ -17,7 +17,7 @@ from .._util import torch_dtype
 from ..positions import mrope_position_ids, patch_grid_positions
 from ..spec import RopeSpec
 
-__all__ = ["Case", "make_cases"]
+__all__ = ["Case", "make_cases", "fit_case"]
 
 
 @dataclass
@@ -100,3 +100,21 @@ def make_cases(spec: RopeSpec, dtype: str, num_q_heads: int, num_kv_heads: int, 
         q, k = qk(2, 19, magnitude=512.0)
         cases.append(Case("large magnitudes x512", q, k, rand_pos(2, 19, 0, high)))
     return cases
+
+
+def fit_case(case: Case, batch: int | None, seq: int | None) -> Case:
+    """``case`` cut or tiled to a graph's fixed batch and sequence sizes (None: left as it is):
+    rows and tokens repeat in order, so the positions a case exercises stay in it where they fit."""
+    def fit(t: torch.Tensor, axis: int, size: int | None) -> torch.Tensor:
+        if size is None or t.shape[axis] == size:
+            return t
+        reps = [1] * t.dim()
+        reps[axis] = -(-size // t.shape[axis])
+        return t.repeat(*reps).narrow(axis, 0, size)
+
+    q, k, pos = case.q, case.k, case.position_ids
+    q, k = (fit(fit(t, 0, batch), 2, seq) for t in (q, k))
+    pos = fit(fit(pos, pos.dim() - 2, batch), pos.dim() - 1, seq)
+    name = case.name if q.shape == case.q.shape else f"{case.name} (as b{q.shape[0]} s{q.shape[2]})"
+    return Case(name, q.contiguous(), k.contiguous(), pos.contiguous(), case.expect_error)
+

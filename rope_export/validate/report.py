@@ -40,6 +40,7 @@ class ValidationReport:
     graph_spec: dict | None = None  # the graph's own spec, where the one checked against was given instead
     structure: dict = field(default_factory=lambda: {"status": "not applicable", "detail": "not checked"})
     require_structure: bool = False  # "not applicable" structure FAILS too
+    fixed_shape: dict | None = None  # the batch / sequence sizes the graph fixes, every case fitted to them
 
     @property
     def passed(self) -> bool:
@@ -78,6 +79,9 @@ class ValidationReport:
         head = [_structure_line(self.structure)]
         if self.graph_spec is not None:
             head.append(f"spec: the one given ({_spec_text(self.spec)}), not the graph's own ({_spec_text(self.graph_spec)})")
+        if self.fixed_shape:
+            fixed = ", ".join(f"{k} {v}" for k, v in self.fixed_shape.items() if v is not None)
+            head.append(f"shape: the graph fixes {fixed}; every case is cut or tiled to it")
         tail = f"{verdict}: {printable(os.path.basename(self.path))} ({self.form}, {self.dtype}, seed {self.seed})"
         if not any(r.status != "unavailable" for r in self.results):
             tail += "; no provider ran"

@@ -69,17 +69,18 @@ def test_longrope_without_the_recompute_rule_is_caught(tmp_path):
 
 
 @pytest.mark.parametrize("preset", ["qwen2-vl-7b", "qwen2.5-vl-7b"])
-def test_vlm_decoders_generate_like_transformers_with_an_image(tmp_path, preset):
+def test_vlm_decoders_generate_like_transformers_with_an_image_and_a_video(tmp_path, preset):
     path = tmp_path / "decoder.onnx"
     model, kind = export_with_past(_config(preset), path)
     report = check_generation(model, kind, path, steps=STEPS, batch=2)
     assert kind == "vlm" and report.passed, report.summary()
-    assert "rope_deltas -3" in report.prompt
+    assert "rope_deltas -31" in report.prompt and "video (temporal interval" in report.prompt
+    assert "rows after the first left-padded by 4" in report.prompt
     meta = read_serving(path)
     assert meta["positions"] == "mrope" and meta["tokens"] == "inputs_embeds"
     # the image features came from the exported vision encoder, written beside the decoder
     assert meta["vision_graph"] == "decoder.vision.onnx" and (tmp_path / "decoder.vision.onnx").is_file()
-    assert "decoder.vision.onnx on onnxruntime" in report.prompt
+    assert "image and video features from decoder.vision.onnx on onnxruntime" in report.prompt
     # Negative control: decode positions without rope_deltas (mlx-vlm #1527's bug) must fail.
     dropped = check_generation(model, kind, path, steps=STEPS, drop_rope_deltas=True)
     assert not dropped.passed and dropped.max_logit_diff > 100 * dropped.tolerance, dropped.summary()

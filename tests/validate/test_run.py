@@ -171,3 +171,33 @@ def test_validate_takes_a_provider_string_and_escapes_what_it_prints(tmp_path, c
     assert "\x1b" not in report.table() and "\\x1b[2K" in report.table()
     assert main(["validate", str(sneaky), "--seed", "1"]) == 0
     assert "\x1b" not in capsys.readouterr().out
+
+
+def _fix_shapes(path, out, batch, seq, position_seq=None):
+    import onnx
+
+    model = onnx.load(path)
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        axes = (0, 2) if value.name in ("q", "k") else (len(dims) - 2, len(dims) - 1)
+        for axis, size in zip(axes, (batch, position_seq if value.name == "position_ids" and position_seq else seq)):
+            dims[axis].ClearField("dim_param")
+            dims[axis].dim_value = size
+    onnx.save(model, out)
+    return str(out)
+
+
+def test_a_graph_with_fixed_input_shapes_is_run_at_them(files, tmp_path, capsys):
+    """A graph tool fixed its shapes (onnxsim --overwrite-input-shape): every case is cut or
+    tiled to batch 1 x 48 tokens, the report says so, and the verdict stands on those."""
+    path = _fix_shapes(files["mistral-7b"], tmp_path / "fixed.onnx", 1, 48)
+    report = rx.validate(path, seed=1)
+    assert report.passed, report.table()
+    assert report.fixed_shape == {"batch": 1, "sequence": 48}
+    assert all(r.status == "pass" for r in report.results)
+    assert "shape: the graph fixes batch 1, sequence 48" in report.table()
+    assert any("(as b1 s48)" in r.case for r in report.results)
+    # q and position_ids fixing the sequence to different sizes: exit 2 naming the dimension
+    bad = _fix_shapes(files["mistral-7b"], tmp_path / "bad.onnx", 1, 48, position_seq=40)
+    assert main(["validate", bad]) == 2
+    assert "fix the sequence dimension to different sizes [40, 48]" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,3 +66,47 @@ def test_onnxruntime_sessions_never_fall_back_silently(monkeypatch):
     calls.clear()
     OnnxRuntimeRunner(b"model", "cpu")
     assert calls == ["disable_fallback"]
+
+
+def _needs_openvino():
+    pytest.importorskip("openvino", reason='OpenVINO is not installed (pip install -e ".[openvino]")')
+
+
+@pytest.mark.parametrize("preset", rx.list_presets())
+def test_every_preset_validates_on_openvino(files, preset):
+    """OpenVINO's own runtime reads our ONNX, compiles it for its CPU in float32 (its default on
+    CPUs with bf16 units is bfloat16: 8e-3 off) and passes every case; structure as elsewhere."""
+    _needs_openvino()
+    report = rx.validate(files[preset], providers=["openvino"], seed=0)
+    if report.form == "table":  # OpenVINO does not bound-check Gather: the refusal case must fail, loudly
+        bad = [r for r in report.results if r.status != "pass"]
+        assert [r.case for r in bad] == ["past the table (must be refused)"], report.table()
+        assert "OpenVINO does not bound-check Gather" in bad[0].detail
+    else:
+        assert report.passed, report.table()
+    assert all(r.ran_on and r.ran_on.startswith("OpenVINO") and r.ran_on.endswith("CPU f32") for r in report.results)
+
+
+def test_a_tampered_graph_fails_on_openvino(tmp_path):
+    _needs_openvino()
+    import onnx
+    from onnx import numpy_helper
+
+    from rope_export.export import build_onnx
+
+    model = build_onnx(rx.load_preset("mistral-7b"), form="fused")
+    t = next(t for t in model.graph.initializer if t.name.endswith("inv_freq"))
+    t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * np.float32(1.001), t.name))
+    onnx.save(model, tmp_path / "t.onnx")
+    report = rx.validate(tmp_path / "t.onnx", providers=["openvino"], seed=0)
+    assert not report.passed and any(r.provider == "openvino" and r.status == "fail" for r in report.results)
+
+
+def test_openvino_names_and_devices():
+    from rope_export.validate.runners import OpenVinoRunner, openvino_device
+
+    assert [openvino_device(n) for n in ("openvino", "openvino:gpu", "OpenVINO:NPU", "cpu", "OpenVINOExecutionProvider")] \
+        == ["CPU", "GPU", "NPU", None, None]
+    _needs_openvino()
+    runner = OpenVinoRunner("unused.onnx", "NOSUCHDEVICE")
+    assert "has no NOSUCHDEVICE device here" in runner.unavailable
