@@ -203,7 +203,7 @@ def export_bytes(wrapper, args, names, axes, *, exporter: str, opset: int, fused
     if fused and opset < FUSED_OPSET:
         # The dynamo exporter would write RotaryEmbedding into the lower-opset graph anyway.
         raise ValueError(f"the fused rotary needs opset {FUSED_OPSET} (RotaryEmbedding); got {opset}: "
-                         "use opset 23 or fused=False (--no-fused)")
+                         "use opset 23 or fused=False")
     with silent_fds():  # both exporters print whole graphs when they fail; the exception says enough
         return _export_bytes(wrapper, args, names, axes, exporter=exporter, opset=opset)
 

@@ -205,7 +205,7 @@ def export_with_past(config, out, *, layers: int = 2, seed: int = 0, opset: int 
         raise ValueError(f"opset must be an int from {MIN_OPSET} to {max_opset()}, got {opset!r}")
     if fused and opset < FUSED_OPSET:
         raise ValueError(f"the fused rotary needs opset {FUSED_OPSET} (RotaryEmbedding); got {opset}: use opset 23 or "
-                         "fused=False (--no-fused)")
+                         "fused=False")
     if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= MAX_LAYERS:
         raise ValueError(f"layers must be an int from 1 to {MAX_LAYERS} (a small random model), got {layers!r}")
     say("building the model")

@@ -17,7 +17,7 @@ from .._util import torch_dtype
 from ..positions import mrope_position_ids, patch_grid_positions
 from ..spec import RopeSpec
 
-__all__ = ["Case", "make_cases", "fit_case"]
+__all__ = ["Case", "make_cases", "fit_case", "fixed_shape"]
 
 
 @dataclass
@@ -105,16 +105,43 @@ def make_cases(spec: RopeSpec, dtype: str, num_q_heads: int, num_kv_heads: int, 
 def fit_case(case: Case, batch: int | None, seq: int | None) -> Case:
     """``case`` cut or tiled to a graph's fixed batch and sequence sizes (None: left as it is):
     rows and tokens repeat in order, so the positions a case exercises stay in it where they fit."""
-    def fit(t: torch.Tensor, axis: int, size: int | None) -> torch.Tensor:
+    pos = case.position_ids
+    start = 0
+    if seq is not None and seq < pos.shape[-1] and pos.dim() == 3:
+        # A cut multi-axis case keeps a window where its axes differ (a cut to the text before
+        # an image would test equal-axis positions under the grid case's name).
+        differs = (pos != pos[:1]).any(dim=0).any(dim=0).nonzero().flatten()
+        start = min(int(differs[0]), pos.shape[-1] - seq) if len(differs) else 0
+
+    def fit(t: torch.Tensor, axis: int, size: int | None, offset: int = 0) -> torch.Tensor:
         if size is None or t.shape[axis] == size:
             return t
         reps = [1] * t.dim()
-        reps[axis] = -(-size // t.shape[axis])
-        return t.repeat(*reps).narrow(axis, 0, size)
+        reps[axis] = -(-(size + offset) // t.shape[axis])
+        return t.repeat(*reps).narrow(axis, offset, size)
 
-    q, k, pos = case.q, case.k, case.position_ids
-    q, k = (fit(fit(t, 0, batch), 2, seq) for t in (q, k))
-    pos = fit(fit(pos, pos.dim() - 2, batch), pos.dim() - 1, seq)
+    q, k = case.q, case.k
+    q, k = (fit(fit(t, 0, batch), 2, seq, start) for t in (q, k))
+    pos = fit(fit(pos, pos.dim() - 2, batch), pos.dim() - 1, seq, start)
     name = case.name if q.shape == case.q.shape else f"{case.name} (as b{q.shape[0]} s{q.shape[2]})"
     return Case(name, q.contiguous(), k.contiguous(), pos.contiguous(), case.expect_error)
 
+
+def fixed_shape(info) -> tuple:
+    """(batch, sequence) a graph's inputs fix (None where dynamic; ``info`` from `read_graph`).
+    Raises InputError for a size of 0 or one dimension fixed to different sizes."""
+    from .._util import InputError
+
+    seen = {"batch": set(), "sequence": set()}
+    for name, (b, s) in (("q", (0, 2)), ("k", (0, 2)), ("position_ids", (-2, -1))):
+        dims = info.inputs[name].dims
+        for label, axis in (("batch", b), ("sequence", s)):
+            value = dims[axis] if len(dims) >= 2 else None
+            if isinstance(value, int) and value <= 0:
+                raise InputError(f"{info.path}: input {name} fixes the {label} dimension to {value}: nothing to run")
+            if isinstance(value, int):
+                seen[label].add(value)
+    for label, values in seen.items():
+        if len(values) > 1:
+            raise InputError(f"{info.path}: its inputs fix the {label} dimension to different sizes {sorted(values)}")
+    return tuple(next(iter(v), None) for v in seen.values())

@@ -19,7 +19,7 @@ from .._util import DTYPE_NAMES, InputError
 from ..export.metadata import read_graph
 from ..export.graph import MAX_GRAPH_HEADS
 from ..spec import MAX_HEAD_DIM, RopeSpec
-from .cases import Case, fit_case, make_cases
+from .cases import Case, fit_case, fixed_shape, make_cases
 from .compare import TOLERANCES, case_tolerance, compare, max_pair_norm_bound, reference_error_bound, unit_roundoff
 from .report import CaseResult, ValidationReport
 from .structure import check_structure
@@ -124,7 +124,7 @@ def validate(
     structure = check_structure(_load_for_structure(path), info, None if spec == info.spec else spec)
     report.structure = dataclasses.asdict(structure)
     case_list = list(cases) if cases is not None else make_cases(spec, info.dtype, heads_q, heads_k, seed, info.table_length)
-    fixed = _fixed_shape(info)
+    fixed = fixed_shape(info)
     if fixed != (None, None):  # a graph tool fixed its input shapes: every case is cut or tiled to them
         case_list = [fit_case(c, *fixed) for c in case_list]
         report.fixed_shape = {"batch": fixed[0], "sequence": fixed[1]}
@@ -165,22 +165,6 @@ def validate(
     return report
 
 
-def _fixed_shape(info) -> tuple:
-    """(batch, sequence) the graph's inputs fix (None where dynamic); ValueError-free: a shape
-    that disagrees between q, k and position_ids is an InputError naming the dimension."""
-    seen = {"batch": set(), "sequence": set()}
-    for name, (b, s) in (("q", (0, 2)), ("k", (0, 2)), ("position_ids", (-2, -1))):
-        dims = info.inputs[name].dims
-        for label, axis in (("batch", b), ("sequence", s)):
-            value = dims[axis] if len(dims) >= 2 else None
-            if isinstance(value, int) and value > 0:
-                seen[label].add(value)
-    for label, values in seen.items():
-        if len(values) > 1:
-            raise InputError(f"{info.path}: its inputs fix the {label} dimension to different sizes {sorted(values)}")
-    return tuple(next(iter(v), None) for v in seen.values())
-
-
 def _load_for_structure(path: str):
     """The model with its external data loaded, when it has any and it is no larger than the
     structural check compares (else left unloaded: the check says so)."""
@@ -215,6 +199,9 @@ def _provider_names(providers) -> list[str]:
     if not names or not all(names):
         raise InputError(f"providers: name at least one execution provider, got {providers!r}")
     unknown = [n for n in names if n not in PROVIDERS and not n.endswith("ExecutionProvider") and not openvino_device(n)]
+    if any(openvino_device(n) == "" for n in unknown):
+        raise InputError(f"unknown OpenVINO device in {', '.join(repr(n) for n in unknown if openvino_device(n) == '')}: "
+                         "use openvino (its CPU), openvino:gpu, openvino:gpu.1, openvino:npu")
     if unknown:
         import difflib
 

@@ -9,6 +9,7 @@ A runner that cannot run here says why in ``unavailable`` (never raises for that
 from __future__ import annotations
 
 import os
+import re
 import threading
 from typing import Protocol
 
@@ -153,11 +154,15 @@ class OnnxRuntimeRunner:
 
 def openvino_device(name: str) -> str | None:
     """The OpenVINO device a provider name asks for ("openvino" -> "CPU", "openvino:gpu" ->
-    "GPU"), or None for a name that is not OpenVINO's."""
-    head, _, device = name.partition(":")
+    "GPU"), "" for an OpenVINO name with a device that is not CPU, GPU[.N] or NPU, or None for
+    a name that is not OpenVINO's."""
+    head, colon, device = name.partition(":")
     if head.lower() != OPENVINO:
         return None
-    return (device or "CPU").upper()
+    device = device.upper() if colon else "CPU"
+    # its plain devices (GPU.1: the second GPU); AUTO / HETERO / MULTI pick devices themselves,
+    # and a check must say which one ran
+    return device if re.fullmatch(r"(CPU|GPU|NPU)(\.\d+)?", device) else ""
 
 
 class OpenVinoRunner:

@@ -44,6 +44,7 @@ class StructureResult:
     constants: int = 0
     nodes: int = 0
     tables: bool = False  # cos/sin tables were among the constants (held to one ulp)
+    missing: list = dataclasses.field(default_factory=list)  # the spec's constants found nowhere in the graph
 
     def line(self) -> str:
         if self.status == "pass":
@@ -123,8 +124,10 @@ def check_structure(model, info, spec=None) -> StructureResult:
         except _Wrong as wrong:
             return StructureResult("fail", f"{wrong} (and its structure is not rope_export's: {exc})", found.constants,
                                    found.nodes)
+        missing = (f"; not found (not checked): {', '.join(found.missing[:6])}" if found.missing else "")
         found.detail = (f"its structure is not what rope_export writes for its spec: {exc}; the {found.constants} "
-                        "constant values of its tables, frequencies and indices found by name or shape equal the spec's")
+                        "constant values of its tables, frequencies and indices found by name or shape among the "
+                        f"constants it uses equal the spec's{missing}")
         return found
     except _Wrong as exc:
         return StructureResult("fail", str(exc), result.constants, result.nodes)
@@ -140,8 +143,16 @@ def spec_contradiction(spec) -> str | None:
     the fields do not determine them (multi-axis and custom specs)."""
     from ..frequencies import ROPE_TYPES
 
+    import math
+
     fields = spec.scaling_dict
-    rule = ROPE_TYPES.get(fields.get("rope_type"))
+    kind, theta = fields.get("rope_type"), fields.get("rope_theta", 1.0)
+    if isinstance(kind, str) and kind not in ROPE_TYPES and kind.lower() in ROPE_TYPES:
+        return f"rope_type {kind!r} is not one transformers names (it spells {kind.lower()!r})"
+    if "rope_theta" in fields and (isinstance(theta, bool) or not isinstance(theta, (int, float))
+                                   or not math.isfinite(theta) or theta <= 0):
+        return f"rope_theta {theta!r} is not a finite number > 0"
+    rule = ROPE_TYPES.get(kind)
     if spec.num_axes != 1 or rule is None:
         return None
     widths = {spec.rotary_dim}
@@ -232,7 +243,8 @@ def _compare_constants(model, expected, result: StructureResult) -> None:
         if f.SerializeToString(deterministic=True) not in bodies:
             overload = f" (overload {f.overload!r})" if f.overload else ""
             raise _Wrong(f"function {f.domain}.{f.name}{overload} is not one rope_export writes for this spec")
-    got = _constants(model.graph)
+    consumed = {i for node in model.graph.node for i in node.input} | {o.name for o in model.graph.output}
+    got = {name: t for name, t in _constants(model.graph).items() if name in consumed}  # an unused decoy proves nothing
     for want in _constants(expected.graph).values():
         match = got.get(want.name)
         if match is not None and match.data_type == want.data_type and list(match.dims) == list(want.dims):
@@ -243,6 +255,7 @@ def _compare_constants(model, expected, result: StructureResult) -> None:
             continue
         same = [t for t in got.values() if t.data_type == want.data_type and list(t.dims) == list(want.dims)]
         if not same:
+            result.missing.append(want.name)
             continue
         errors = []
         for t in same:

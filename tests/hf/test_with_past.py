@@ -92,7 +92,9 @@ def test_cli_with_past_generates_and_refuses_what_does_not_go_with_it(tmp_path, 
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["passed"] and report["steps"] == 6 and report["first_difference"] is None
-    for argv in (["--generate", "4"], ["--with-past", "--part", "vision"], ["--with-past", "--exporter", "legacy"]):
+    for argv in (["--generate", "4"], ["--with-past", "--part", "vision"], ["--with-past", "--exporter", "legacy"],
+                 ["--with-past", "--opset", "17"], ["--with-past", "--opset", "99"], ["--with-past", "--generate", "5000"],
+                 ["--with-past", "--layers", "65"]):
         bad = tmp_path / "bad.onnx"
         assert main(["export-hf", "--preset", "qwen2-vl-7b", "--out", str(bad), *argv]) == 2, argv
         assert not bad.exists()

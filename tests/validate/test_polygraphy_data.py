@@ -51,3 +51,19 @@ def test_a_graph_without_a_spec_is_a_clear_error(files, tmp_path):
     onnx.save(model, tmp_path / "g.onnx")
     with pytest.raises(ValueError, match="no rope_export.spec metadata"):
         feeds_for(str(tmp_path / "g.onnx"))
+
+
+def test_seed_and_graph_overrides_are_checked(files, tmp_path, monkeypatch):
+    from rope_export.validate import polygraphy_data as loader
+
+    monkeypatch.setattr(sys, "argv", ["polygraphy", "run", files["mistral-7b"]])
+    for bad in ("abc", "-1", str(2**70)):
+        monkeypatch.setenv("ROPE_EXPORT_SEED", bad)
+        with pytest.raises(ValueError, match="ROPE_EXPORT_SEED"):
+            next(loader.load_data())
+    monkeypatch.setenv("ROPE_EXPORT_SEED", "4")
+    monkeypatch.setenv("ROPE_EXPORT_GRAPH", files["qwen2-vl-7b"])
+    with pytest.raises(ValueError, match="would be compared on another"):
+        next(loader.load_data())
+    monkeypatch.delenv("ROPE_EXPORT_GRAPH")
+    assert set(next(loader.load_data())) == {"q", "k", "position_ids"}

@@ -201,3 +201,27 @@ def test_a_graph_with_fixed_input_shapes_is_run_at_them(files, tmp_path, capsys)
     bad = _fix_shapes(files["mistral-7b"], tmp_path / "bad.onnx", 1, 48, position_seq=40)
     assert main(["validate", bad]) == 2
     assert "fix the sequence dimension to different sizes [40, 48]" in capsys.readouterr().err
+
+
+def test_a_cut_multi_axis_case_keeps_positions_where_the_axes_differ(tmp_path):
+    from rope_export.export import export_onnx
+
+    path = export_onnx(rx.load_preset("qwen2-vl-7b"), tmp_path / "q.onnx", form="fused")
+    fixed = _fix_shapes(path, tmp_path / "q1.onnx", 1, 1)
+    from rope_export.export import read_graph
+    from rope_export.validate.cases import fit_case, fixed_shape, make_cases
+
+    info = read_graph(fixed)
+    grid = next(c for c in make_cases(info.spec, "float32", 2, 2, 0) if c.name.startswith("image+video grid"))
+    cut = fit_case(grid, *fixed_shape(info))
+    assert cut.position_ids.shape == (3, 1, 1) and len(set(cut.position_ids.flatten().tolist())) > 1
+    assert rx.validate(fixed, seed=0).passed
+
+
+def test_bad_openvino_devices_and_empty_fixed_sizes_exit_2(files, tmp_path, capsys):
+    for name in ("openvino:foo", "openvino:", "openvino:AUTO"):
+        assert main(["validate", files["mistral-7b"], "--providers", name]) == 2
+        assert "unknown OpenVINO device" in capsys.readouterr().err
+    zero = _fix_shapes(files["mistral-7b"], tmp_path / "zero.onnx", 0, 4)
+    assert main(["validate", zero]) == 2
+    assert "fixes the batch dimension to 0" in capsys.readouterr().err

@@ -292,3 +292,35 @@ def test_every_verified_transformers_config_agrees_with_its_own_scaling():
             if spec_contradiction(spec):
                 wrong.append((model_type, layer_type, spec_contradiction(spec)))
     assert checked >= 180 and not wrong, (checked, wrong)  # 5.23: 212 specs, 5.25: 219
+
+
+@pytest.mark.parametrize("field,value,message", [("rope_theta", "1000000.0", "rope_theta '1000000.0' is not a finite"),
+                                                 ("rope_theta", None, "rope_theta None is not a finite"),
+                                                 ("rope_type", "Default", "rope_type 'Default' is not one")])
+def test_scaling_fields_that_cannot_be_checked_are_not_trusted(tmp_path, field, value, message):
+    """The self-consistency check cannot be dodged by making the scaling fields unreadable."""
+    model = build_onnx(rx.load_preset("mistral-7b"), form="fused")
+    entry = next(e for e in model.metadata_props if e.key == "rope_export.spec")
+    data = json.loads(entry.value)
+    data["scaling"][field] = value
+    entry.value = json.dumps(data)
+    path = _save(model, tmp_path / "t.onnx")
+    result = check_structure(onnx.load(path), read_graph(path))
+    assert result.status == "fail" and message in result.detail, result.detail
+
+
+def test_an_unused_decoy_does_not_stand_in_for_the_frequencies_the_graph_uses(tmp_path):
+    """The used inv_freq renamed and one ulp off, a correct copy added as an unused initializer:
+    only constants the graph consumes are compared."""
+    model = build_onnx(rx.load_preset("mistral-7b"), form="fused")
+    used = next(t for t in model.graph.initializer if t.name == "rope.inv_freq")
+    good = numpy_helper.to_array(used).copy()
+    bad = good.copy()
+    bad[-1] = np.nextafter(bad[-1], np.float32(1))
+    used.CopyFrom(numpy_helper.from_array(bad, "freqs"))
+    for node in model.graph.node:
+        node.input[:] = ["freqs" if i == "rope.inv_freq" else i for i in node.input]
+    model.graph.initializer.append(numpy_helper.from_array(good, "decoy"))
+    path = _save(model, tmp_path / "t.onnx")
+    result = check_structure(onnx.load(path), read_graph(path))
+    assert result.status == "fail" and "'freqs'" in result.detail, result.detail
