@@ -1,5 +1,6 @@
 """What our paths are timed against: the HF-style torch module and its own dynamo export (the
-baselines users have today), and the bare ``RotaryEmbedding`` op fed precomputed cos/sin."""
+baselines users have today), the bare ``RotaryEmbedding`` op fed precomputed cos/sin, and a
+table graph without its guard row (what the guard costs)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from .._util import quiet_exporter
 from ..export.graph import example_inputs
 from ..spec import RopeSpec
 
-__all__ = ["HFStyleRotary", "hf_baseline_graph", "op_alone_graph"]
+__all__ = ["HFStyleRotary", "hf_baseline_graph", "op_alone_graph", "unguarded_table_graph"]
 
 
 class HFStyleRotary(torch.nn.Module):
@@ -83,3 +84,35 @@ def op_alone_graph(spec: RopeSpec, hq: int, hk: int, dtype: str):
               vi("cos", t, ["B", "S", spec.num_pairs]), vi("sin", t, ["B", "S", spec.num_pairs])]
     outputs = [vi("q_rot", t, ["B", hq, "S", spec.head_dim]), vi("k_rot", t, ["B", hk, "S", spec.head_dim])]
     return helper.make_model(helper.make_graph(nodes, "op_alone", inputs, outputs), opset_imports=[helper.make_opsetid("", 23)], ir_version=10)
+
+
+def unguarded_table_graph(model):
+    """A table-form graph (``onnx.ModelProto``, one axis or several) without its guard: the ops
+    on the positions removed (the ``Where`` that sends positions outside the table to its NaN
+    row and everything that only computes its condition), the tables' NaN row dropped, the
+    lookups fed ``position_ids`` as given. The graph rope_export wrote before the guard;
+    positions past its table read no row of theirs (onnxruntime refuses them, OpenVINO returns
+    another row's values)."""
+    from onnx import numpy_helper
+
+    nodes = list(model.graph.node)
+    where = [n for n in nodes if n.op_type == "Where" and list(n.input[1:2]) == ["position_ids"]]
+    if len(where) != 1:
+        raise ValueError(f"not a guarded table graph: {len(where)} Where nodes choose among its position_ids")
+    producer = {o: n for n in nodes for o in n.output}
+    guard, todo = [where[0]], [where[0].input[0]]
+    while todo:  # the condition's ops, back to the graph's inputs and constants
+        node = producer.get(todo.pop())
+        if node is not None and node not in guard:
+            guard.append(node)
+            todo.extend(node.input)
+    for n in guard:
+        model.graph.node.remove(n)
+    for n in model.graph.node:
+        for i, name in enumerate(n.input):
+            if name == where[0].output[0]:
+                n.input[i] = "position_ids"
+    for t in model.graph.initializer:
+        if t.name.startswith(("cos_table", "sin_table")):
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t)[:-1], t.name))
+    return model

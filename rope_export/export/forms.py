@@ -8,8 +8,9 @@
                   positions 0 .. table_length - 1, no Sin/Cos at run time. One axis:
                   ``RotaryEmbedding`` looks them up by position_ids itself. Several (M-RoPE, 2D):
                   one table per position stream, a Gather per stream, the pairs put back in
-                  order. Positions must lie in [0, table_length): onnxruntime rejects larger
-                  ones, but a negative position would wrap (Gather), so feed none.
+                  order. Positions outside [0, table_length) give NaN for the pairs that
+                  read them on every runtime: the tables hold one more row, of NaN, where five
+                  ops on the positions send them (Gather's bound check is not every runtime's).
     "plugin"      opset >= 23, specs without a length rule: one ``MultiAxisRotary`` node
                   (domain rope_export) per tensor, defined as a model-local function; TensorRT
                   swaps in the fused plugin when registered (see `plugin_form`).

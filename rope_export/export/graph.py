@@ -29,7 +29,8 @@ from .forms import check_table_size, resolve_form
 from .metadata import set_metadata
 from .ops import TRANSLATIONS, contrib_op, rotary_op, table_op
 
-__all__ = ["export_onnx", "build_onnx", "ExportModule", "example_inputs", "cos_sin_table", "MAX_GRAPH_HEADS"]
+__all__ = ["export_onnx", "build_onnx", "ExportModule", "example_inputs", "cos_sin_table", "guarded_table",
+           "guard_positions", "MAX_GRAPH_HEADS"]
 
 # Heads a graph is traced with (the validator runs at most as many): far above any model's 128.
 MAX_GRAPH_HEADS = 1024
@@ -47,8 +48,10 @@ class ExportModule(nn.Module):
         self.form = form
         if form == "table":
             # Row l holds every pair's cos/sin at position l (`cos_sin_table`), rounded to the
-            # activation dtype as the in-graph form rounds them.
-            cos, sin = (torch.from_numpy(t).to(dtype) for t in cos_sin_table(spec, table_length))
+            # activation dtype as the in-graph form rounds them; one more row of NaN is where
+            # positions outside [0, table_length) are sent (`guard_positions`).
+            self.table_length = table_length
+            cos, sin = (torch.from_numpy(t).to(dtype) for t in guarded_table(spec, table_length))
             if spec.num_axes == 1:
                 self.register_buffer("cos_table", cos, persistent=False)
                 self.register_buffer("sin_table", sin, persistent=False)
@@ -70,11 +73,12 @@ class ExportModule(nn.Module):
         inter, rot, layout = int(self.spec.layout == "interleaved"), self.spec.rotary_dim, self.spec.layout
         if layout == "interleaved_to_half":  # one Reshape/Transpose per input, then the half form
             q, k, layout = deinterleave(q, rot), deinterleave(k, rot), "half"
-        if self.form == "table" and self.spec.num_axes == 1:
-            # The op looks rows up by position; onnxruntime rejects positions past the table.
+        if self.form == "table":
+            position_ids = guard_positions(position_ids, self.table_length)
+        if self.form == "table" and self.spec.num_axes == 1:  # the op looks rows up by position
             return (table_op(q, self.cos_table, self.sin_table, position_ids, inter, rot, q.shape[1]),
                     table_op(k, self.cos_table, self.sin_table, position_ids, inter, rot, k.shape[1]))
-        if self.form == "table":  # a Gather per stream: positions past the table are refused too
+        if self.form == "table":  # a Gather per stream
             positions = position_ids.unbind(0)
             cos = torch.cat([F.embedding(positions[a], getattr(self, f"cos_table_{a}")) for a in self.streams], -1)
             sin = torch.cat([F.embedding(positions[a], getattr(self, f"sin_table_{a}")) for a in self.streams], -1)
@@ -115,6 +119,36 @@ def cos_sin_table(spec: RopeSpec, length: int):
         scale = np.float32(spec.attention_scaling)
         cos, sin = cos * scale, sin * scale
     return cos, sin
+
+
+def guarded_table(spec: RopeSpec, length: int):
+    """`cos_sin_table` with one more row, ``length``, all NaN: ``(cos, sin)``, each float32
+    ``[length + 1, P]``. `guard_positions` sends every position outside ``[0, length)`` there."""
+    import numpy as np
+
+    nan = np.full((1, spec.num_pairs), np.nan, dtype=np.float32)
+    return tuple(np.concatenate([t, nan]) for t in cos_sin_table(spec, length))
+
+
+def guard_positions(position_ids: torch.Tensor, length: int) -> torch.Tensor:
+    """int64 positions (any shape) with every one outside ``[0, length)`` replaced by ``length``,
+    the NaN row of a `guarded_table`.
+
+    Why: ONNX's Gather calls an out-of-range index an error, but only some runtimes check
+    (onnxruntime does; OpenVINO reads some other row and returns finite wrong values, measured
+    3.16 off on gpt-j-6b's table). With the guard every runtime returns NaN for those tokens, and
+    the guard costs five elementwise ops on the positions, none on q or k. The comparisons are in
+    float32: OpenVINO's CPU plugin compares int64 as int32 (2^32 + 5 passed an int64 guard as 5),
+    while its int64 -> float32 cast keeps the magnitude; rounding is monotonic, so no position
+    outside the table compares inside (exact up to 2^24 rows; past that a position next to the
+    end could read NaN, never another row).
+
+        >>> guard_positions(torch.tensor([[0, 4, 5, -1, 2**32 + 1]]), 5)
+        tensor([[0, 4, 5, 5, 5]])
+    """
+    at = position_ids.to(torch.float32)
+    inside = (at >= 0) & (at < float(length))
+    return torch.where(inside, position_ids, length)
 
 
 def example_inputs(spec: RopeSpec, *, batch: int = 2, seq: int = 8, num_q_heads: int = 4, num_kv_heads: int = 2,

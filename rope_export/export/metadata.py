@@ -139,11 +139,34 @@ def _table_length(path: str, text: str) -> int:
 
 
 def _table_rows(model) -> int | None:
-    # A table-form graph without our metadata: the rows of the table its RotaryEmbedding reads
-    # by position_ids (4 inputs) bound the positions.
+    # A table-form graph without our metadata: the guard's bound (its positions at or past it go
+    # to the NaN row), else the rows of the table its RotaryEmbedding reads by position_ids.
+    bound = guard_bound(model)
+    if bound is not None:
+        return bound
     tables = {t.name: t.dims[0] for t in model.graph.initializer if len(t.dims) == 2}
     for node in model.graph.node:
         if node.op_type == "RotaryEmbedding" and node.domain in ("", "ai.onnx") and len(node.input) == 4 and node.input[3]:
             if node.input[1] in tables:
                 return int(tables[node.input[1]])
+    return None
+
+
+def guard_bound(model) -> int | None:
+    """The table length a table-form graph's guard holds positions below (the scalar its
+    ``Where(inside, position_ids, length)`` sends the rest to; `export.graph.guard_positions`),
+    read from the graph's nodes, not its tables (they may be external data); None without one."""
+    from onnx import numpy_helper
+
+    scalars = {t.name: t for t in model.graph.initializer if not t.dims and t.data_type == 7}  # int64
+    scalars.update({n.output[0]: n.attribute[0].t for n in model.graph.node
+                    if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value"})
+    for node in model.graph.node:
+        if node.op_type == "Where" and len(node.input) == 3 and node.input[1] == "position_ids" \
+                and node.input[2] in scalars:
+            try:
+                value = int(numpy_helper.to_array(scalars[node.input[2]]))
+            except (TypeError, ValueError):
+                return None
+            return value if value > 0 else None
     return None

@@ -1,6 +1,6 @@
 """The inputs a graph is validated on: bounded integer positions from 0 to far past the
 trained context, real image/video grids for multi-axis specs, large magnitudes for
-half-precision graphs, and the refusal of positions past a table-form graph's table.
+half-precision graphs, and positions outside a table-form graph's table (NaN or refused).
 
     >>> import rope_export as rx
     >>> [c.name for c in make_cases(rx.load_preset("mistral-7b"), "float32", 4, 2, seed=0)][:3]
@@ -17,20 +17,31 @@ from .._util import torch_dtype
 from ..positions import mrope_position_ids, patch_grid_positions
 from ..spec import RopeSpec
 
-__all__ = ["Case", "make_cases", "fit_case", "fixed_shape"]
+__all__ = ["Case", "make_cases", "fit_case", "fit_cases", "fixed_shape"]
 
 
-@dataclass
+@dataclass(init=False)
 class Case:
     """One input set: q ``[B, Hq, S, D]``, k ``[B, Hk, S, D]`` in the graph's dtype, int64
-    position_ids ``spec.position_shape(B, S)``. ``expect_error``: the runtime must refuse it
-    (positions past a table-form graph's table)."""
+    position_ids ``spec.position_shape(B, S)``. ``past_table``: every token reads a position
+    outside a table-form graph's table (on one axis at least), so the runtime must return NaN in
+    every head of every token (rope_export's guard row) or refuse the input. ``expect_error``
+    is its former name, still accepted."""
 
     name: str
     q: torch.Tensor
     k: torch.Tensor
     position_ids: torch.Tensor
-    expect_error: bool = False
+    past_table: bool = False
+
+    def __init__(self, name: str, q: torch.Tensor, k: torch.Tensor, position_ids: torch.Tensor,
+                 past_table: bool = False, *, expect_error: bool | None = None):
+        self.name, self.q, self.k, self.position_ids = name, q, k, position_ids
+        self.past_table = bool(past_table or expect_error)
+
+    @property
+    def expect_error(self) -> bool:
+        return self.past_table
 
 
 def make_cases(spec: RopeSpec, dtype: str, num_q_heads: int, num_kv_heads: int, seed: int,
@@ -38,7 +49,7 @@ def make_cases(spec: RopeSpec, dtype: str, num_q_heads: int, num_kv_heads: int, 
     """Bounded integer positions only. Multi-axis specs get real grids where t, h, w differ,
     and per-axis random positions; text-only (equal-axis) positions are never the only case.
     A table-form graph (``table_length``) is exercised up to its last row, and positions past
-    it must be refused."""
+    it (and one negative) must give NaN or be refused."""
     g = torch.Generator().manual_seed(seed)
     tdtype = torch_dtype(dtype)
     # Positions stay below 2^24, where float32 still holds every integer (Llama 4 text says 10M).
@@ -63,9 +74,7 @@ def make_cases(spec: RopeSpec, dtype: str, num_q_heads: int, num_kv_heads: int, 
     if table_length is not None:
         q, k = qk(2, 33)
         cases.append(Case(f"table end {table_length}", q, k, rand_pos(2, 33, max(0, table_length - 64), table_length)))
-        q, k = qk(1, 5)
-        cases.append(Case("past the table (must be refused)", q, k, rand_pos(1, 5, table_length, table_length + 1000),
-                          expect_error=True))
+        cases.extend(_outside_cases(spec, table_length, qk, rand_pos))
     else:
         q, k = qk(2, 33)
         cases.append(Case(f"near max {max_pos}", q, k, rand_pos(2, 33, max(0, max_pos - 64), max_pos + 64)))
@@ -102,6 +111,37 @@ def make_cases(spec: RopeSpec, dtype: str, num_q_heads: int, num_kv_heads: int, 
     return cases
 
 
+def _outside_cases(spec: RopeSpec, length: int, qk, rand_pos) -> list[Case]:
+    """Positions outside ``[0, length)``, one kind per case (a runtime refusing one kind must not
+    hide another): past the end (the first row past it up to int64's largest), negative within the table's reach (-1 alone would land on the guard row
+    that Gather wraps it to; -2 and -length wrap onto real rows), negative beyond it, and for
+    several axes, one axis out while the rest are in."""
+    axes = spec.num_axes
+
+    def case(name, values):
+        values = torch.tensor(values, dtype=torch.int64)
+        if values.dim() == 1 and axes > 1:  # the same position on every axis
+            values = values.expand(axes, -1)
+        q, k = qk(1, values.shape[-1])
+        pos = values.reshape(spec.position_shape(1, values.shape[-1])).contiguous()
+        return Case(f"{name} (NaN or refused)", q, k, pos, past_table=True)
+
+    # int32's largest, and int64 values whose low 32 bits are a row (OpenVINO's CPU plugin
+    # computes int64 as int32: a guard compared in int64 let 2^32 + 1 read row 1).
+    past = [length, length + 1, int(rand_pos(1, 1, length + 2, length + 1000).flatten()[0]), 2**31 - 1, 2**32 + 1,
+            2**63 - 1]
+    # Negative positions Gather would wrap onto real rows apart from the ones it refuses: a
+    # refusal of -length - 1 must not hide a silent wrap of -2.
+    cases = [case("past the table", past), case("negative positions", [-1, -2, -length]),
+             case("far negative positions", [-length - 1, -2**32 + 1, -2**63])]
+    if axes > 1:
+        inside = rand_pos(1, axes, 0, length)[:, 0, :]  # [axis, token]
+        for a in range(axes):
+            inside[a, a] = length + a  # token a: axis a past the table, the others inside
+        cases.append(case("past the table on one axis", inside.tolist()))
+    return cases
+
+
 def fit_case(case: Case, batch: int | None, seq: int | None) -> Case:
     """``case`` cut or tiled to a graph's fixed batch and sequence sizes (None: left as it is):
     rows and tokens repeat in order, so the positions a case exercises stay in it where they fit."""
@@ -124,7 +164,26 @@ def fit_case(case: Case, batch: int | None, seq: int | None) -> Case:
     q, k = (fit(fit(t, 0, batch), 2, seq, start) for t in (q, k))
     pos = fit(fit(pos, pos.dim() - 2, batch), pos.dim() - 1, seq, start)
     name = case.name if q.shape == case.q.shape else f"{case.name} (as b{q.shape[0]} s{q.shape[2]})"
-    return Case(name, q.contiguous(), k.contiguous(), pos.contiguous(), case.expect_error)
+    return Case(name, q.contiguous(), k.contiguous(), pos.contiguous(), case.past_table)
+
+
+def fit_cases(case: Case, batch: int | None, seq: int | None) -> list[Case]:
+    """`fit_case`, except that a ``past_table`` case a fixed shape would cut is split into as many
+    cases as it takes to keep every one of its tokens (each is a position a runtime could read
+    wrongly; a cut would drop them)."""
+    fitted = fit_case(case, batch, seq)
+    tokens = case.q.shape[0] * case.q.shape[2]
+    if not case.past_table or seq is None or tokens <= seq:
+        return [fitted]
+    pos = case.position_ids.reshape(*case.position_ids.shape[:-2], tokens)
+    q, k = (t.transpose(1, 2).reshape(tokens, t.shape[1], t.shape[3]) for t in (case.q, case.k))
+    pieces = range(0, tokens, seq)
+    out = []
+    for n, i in enumerate(pieces, 1):
+        piece = Case(f"{case.name} [{n}/{len(pieces)}]", *(t[i:i + seq].transpose(0, 1).unsqueeze(0) for t in (q, k)),
+                     pos[..., i:i + seq].unsqueeze(-2), past_table=True)
+        out.append(fit_case(piece, batch, seq))
+    return out
 
 
 def fixed_shape(info) -> tuple:

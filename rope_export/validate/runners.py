@@ -167,8 +167,9 @@ def openvino_device(name: str) -> str | None:
 
 class OpenVinoRunner:
     """OpenVINO's runtime reading the ONNX file itself, compiled for one device (Intel CPUs,
-    GPUs, NPUs). OpenVINO does not bound-check Gather: positions past a table-form graph's table
-    give finite wrong values there, which the "past the table" case reports as a FAIL."""
+    GPUs, NPUs). OpenVINO does not bound-check Gather: positions past a table give NaN only
+    through the guard row rope_export writes (`export.graph.guard_positions`); a table graph
+    without it gives finite wrong values there, which the "past the table" case FAILS."""
 
     def __init__(self, path: str, device: str = "CPU"):
         self.name = OPENVINO if device == "CPU" else f"{OPENVINO}:{device.lower()}"

@@ -193,7 +193,9 @@ def _seen(model, info):
     ops = {(n.domain, n.op_type) for n in model.graph.node}
     tables = [t for t in model.graph.initializer if t.name.startswith("cos_table") and len(t.dims) == 2]
     if tables:
-        return "table", opset, int(tables[0].dims[0])
+        from ..export.metadata import guard_bound
+
+        return "table", opset, guard_bound(model) or int(tables[0].dims[0])
     if any(op == "MultiAxisRotary" for _, op in ops):
         return "plugin", opset, None
     if ("com.microsoft", "RotaryEmbedding") in ops:

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import pytest
 import torch
 
@@ -189,17 +190,35 @@ def test_contrib_form_runs_on_onnxruntime(exported, preset):
         assert compare(got, want.numpy(), TOLERANCES["float32"])["ok"], preset
 
 
-def test_table_form_two_nodes_and_rejects_positions_past_the_table(tmp_path):
+def _assert_nan_outside_the_table(path, spec, q, k, pos, length):
+    """Tokens at -1, length, length + 1 and far past: NaN in every head; the rest: the module's."""
+    pos = pos.clone()
+    outside = torch.zeros(pos.shape[-2:], dtype=torch.bool)
+    for j, p in zip(range(0, pos.shape[-1], 2), (-1, length, length + 1, 2**32 + 1, -2**63)):
+        pos[..., j], outside[:, j] = p, True
+    got = _run(path, q, k, pos)
+    want = rx.RotaryEmbedding(spec)(q, k, pos.clamp(0, length - 1))
+    for g, w in zip(got, want):
+        nan = np.isnan(g).any(-1)  # [B, H, S]
+        assert nan.all(1).tolist() == outside.tolist() and (nan.any(1) == nan.all(1)).all()
+        assert compare(g[:, :, ~outside[0]], w.numpy()[:, :, ~outside[0]], TOLERANCES["float32"])["ok"]
+
+
+def test_table_form_gives_nan_outside_the_table_on_every_runtime(tmp_path):
     spec = rx.load_preset("mistral-7b")
     path = rx.export_onnx(spec, tmp_path / "t.onnx", form="table", table_length=1000)
     model = onnx.load(path)
-    assert [n.op_type for n in model.graph.node] == ["RotaryEmbedding", "RotaryEmbedding"]
+    # The guard: five ops on the positions, then the op looks rows up by them.
+    assert [n.op_type for n in model.graph.node] == ["Cast", "GreaterOrEqual", "Less", "And", "Where",
+                                                     "RotaryEmbedding", "RotaryEmbedding"]
     assert {p.key: p.value for p in model.metadata_props}["rope_export.table_length"] == "1000"
+    tables = [numpy_helper.to_array(t) for t in model.graph.initializer if t.name.endswith("_table")]
+    assert [t.shape for t in tables] == [(1001, 64)] * 2 and all(np.isnan(t[-1]).all() for t in tables)
+    assert all(np.isfinite(t[:-1]).all() for t in tables)
     q, k, pos = example_inputs(spec, batch=2, seq=9, high=1000, seed=2)
     for got, want in zip(_run(path, q, k, pos), rx.RotaryEmbedding(spec)(q, k, pos)):
         assert compare(got, want.numpy(), TOLERANCES["float32"])["ok"]
-    with pytest.raises(Exception, match="out of range"):
-        _run(path, q, k, pos + 1000)
+    _assert_nan_outside_the_table(path, spec, q, k, pos, 1000)
     with pytest.raises(ValueError, match="without a length rule"):
         rx.export_onnx(rx.load_preset("phi-3-mini-128k"), tmp_path / "x.onnx", form="table")
 
@@ -208,7 +227,7 @@ def test_table_form_two_nodes_and_rejects_positions_past_the_table(tmp_path):
 def test_multi_axis_table_form_gathers_each_stream_without_sin_cos(tmp_path, preset):
     """M-RoPE and 2D: one table per position stream, a Gather per stream, the pairs put back in
     order (Qwen3-VL's interleaved sections, Llama 4's column-first halves), no Sin/Cos at run
-    time; equal to the module at unequal axes, and positions past the table are refused."""
+    time; equal to the module at unequal axes, and NaN for tokens whose positions leave the table."""
     spec = rx.load_preset(preset)
     path = rx.export_onnx(spec, tmp_path / "t.onnx", form="table", table_length=3000)
     ops = collections.Counter(n.op_type for n in onnx.load(path).graph.node)
@@ -219,8 +238,7 @@ def test_multi_axis_table_form_gathers_each_stream_without_sin_cos(tmp_path, pre
         assert not torch.equal(pos[0], pos[1])
         for got, want in zip(_run(path, q, k, pos), rx.RotaryEmbedding(spec)(q, k, pos)):
             assert compare(got, want.numpy(), TOLERANCES["float32"])["ok"], (preset, seed)
-    with pytest.raises(Exception, match="out of data bounds|out of range"):
-        _run(path, q, k, pos + 3000)
+    _assert_nan_outside_the_table(path, spec, q, k, pos, 3000)
     assert rx.validate(path, seed=4).passed
 
 

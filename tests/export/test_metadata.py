@@ -73,3 +73,24 @@ def test_sizes_read_from_files_are_bounded_before_anything_is_allocated(tmp_path
     with pytest.raises(ValueError, match="nests its JSON too deeply"):
         rx.RopeSpec.from_hf_config(str(deep))
     assert time.monotonic() - start < 60
+
+
+@pytest.mark.parametrize("preset", ["gpt-j-6b", "qwen2-vl-7b"])
+@pytest.mark.parametrize("external", [False, True])
+def test_a_table_graph_without_metadata_is_read_by_its_guard(tmp_path, preset, external):
+    """Without rope_export's metadata a table's length is the guard's bound, read from the graph's
+    nodes: its tables end in a NaN row (one more than the positions they cover), and tables kept
+    as external data are not read to find it."""
+    from rope_export.export.metadata import guard_bound, read_graph
+
+    model = build_onnx(rx.load_preset(preset), form="table", table_length=512)
+    assert guard_bound(model) == 512
+    del model.metadata_props[:]
+    path = tmp_path / "t.onnx"
+    onnx.save(model, path, save_as_external_data=external, all_tensors_to_one_file=True, location="t.data",
+              size_threshold=1024)
+    assert read_graph(str(path)).table_length == 512
+    assert guard_bound(onnx.load(path, load_external_data=False)) == 512
+    report = rx.validate(path, spec=rx.load_preset(preset), seed=2)
+    assert report.passed and report.structure["status"] == "pass", report.table()
+    assert any(r.case.startswith("past the table") for r in report.results)

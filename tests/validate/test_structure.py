@@ -80,7 +80,26 @@ def _scaling_one_ulp_up(model):
     raise AssertionError("no attention-scaling constant")
 
 
+def _guard_row_is_row_0(a):
+    a[-1] = a[0]  # positions past the table would read position 0's row, silently
+
+
+def _guard_bound_one_up(model):
+    # The guard's upper bound: the int64 scalar equal to the table's rows (less its NaN row).
+    rows = next(t.dims[0] for t in model.graph.initializer if t.name == "cos_table") - 1
+    for t in model.graph.initializer:
+        a = numpy_helper.to_array(t)
+        if a.dtype == np.int64 and a.shape == () and int(a) == rows:
+            t.CopyFrom(numpy_helper.from_array(np.int64(rows + 1), t.name))
+            return
+    raise AssertionError("no guard bound")
+
+
 TAMPERS = {
+    "the guard row made finite": (("mistral-7b", "table"), lambda m: _edit_initializer(m, "cos_table", _guard_row_is_row_0),
+                                  r"initializer 'cos_table' differs from the spec's at index \[\d+, 0\]"),
+    "the guard's bound one past the table": (("mistral-7b", "table"), _guard_bound_one_up,
+                                             r"initializer 'val_\d+' differs from the spec's at index \[\]"),
     "table row 1000 := row 1001": (("mistral-7b", "table"), lambda m: _edit_initializer(m, "cos_table", _row_1000_is_row_1001),
                                   r"initializer 'cos_table' differs from the spec's at index \[1000, "),
     "one sin value at row 20000 negated": (("mistral-7b", "table"), lambda m: _edit_initializer(m, "sin_table", _flip_sin_at_20000),
