@@ -48,8 +48,8 @@ def make_cases(spec: RopeSpec, dtype: str, num_q_heads: int, num_kv_heads: int, 
                table_length: int | None = None) -> list[Case]:
     """Bounded integer positions only. Multi-axis specs get real grids where t, h, w differ,
     and per-axis random positions; text-only (equal-axis) positions are never the only case.
-    A table-form graph (``table_length``) is exercised up to its last row, and positions past
-    it (and one negative) must give NaN or be refused."""
+    A table-form graph (``table_length``) is exercised up to its last row, and positions
+    outside it must give NaN or be refused (`_outside_cases`)."""
     g = torch.Generator().manual_seed(seed)
     tdtype = torch_dtype(dtype)
     # Positions stay below 2^24, where float32 still holds every integer (Llama 4 text says 10M).
@@ -113,9 +113,10 @@ def make_cases(spec: RopeSpec, dtype: str, num_q_heads: int, num_kv_heads: int, 
 
 def _outside_cases(spec: RopeSpec, length: int, qk, rand_pos) -> list[Case]:
     """Positions outside ``[0, length)``, one kind per case (a runtime refusing one kind must not
-    hide another): past the end (the first row past it up to int64's largest), negative within the table's reach (-1 alone would land on the guard row
-    that Gather wraps it to; -2 and -length wrap onto real rows), negative beyond it, and for
-    several axes, one axis out while the rest are in."""
+    hide another): past the end (the first row past it up to int64's largest), negative within
+    the table's length (-1 alone would land on the guard row that Gather wraps it to; -2 and
+    -length wrap onto real rows), negative beyond it, and for several axes, one axis out while
+    the rest are in."""
     axes = spec.num_axes
 
     def case(name, values):
