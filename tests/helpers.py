@@ -134,3 +134,13 @@ def run_onnx_bytes(data, names, args):
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     fed = {i.name for i in session.get_inputs()}
     return session.run(None, {n: a.numpy() for n, a in zip(names, args) if n in fed})[0]
+
+
+def engine_skip_reason() -> str | None:
+    """Why a TensorRT engine cannot run here (needs CUDA and a TensorRT builder); None where it can."""
+    from rope_export.tensorrt import tensorrt_unavailable
+
+    builder, cuda = tensorrt_unavailable(), torch.cuda.is_available()
+    if builder is None and cuda:
+        return None
+    return f"running an engine needs CUDA and TensorRT (builder: {builder or 'present'}; CUDA: {cuda})"

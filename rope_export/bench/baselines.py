@@ -95,11 +95,12 @@ def unguarded_table_graph(model):
     another row's values)."""
     from onnx import numpy_helper
 
-    nodes = list(model.graph.node)
-    where = [n for n in nodes if n.op_type == "Where" and list(n.input[1:2]) == ["position_ids"]]
+    from ..export.metadata import guard_nodes
+
+    where = guard_nodes(model)
     if len(where) != 1:
         raise ValueError(f"not a guarded table graph: {len(where)} Where nodes choose among its position_ids")
-    producer = {o: n for n in nodes for o in n.output}
+    producer = {o: n for n in model.graph.node for o in n.output}
     guard, todo = [where[0]], [where[0].input[0]]
     while todo:  # the condition's ops, back to the graph's inputs and constants
         node = producer.get(todo.pop())

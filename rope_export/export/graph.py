@@ -75,10 +75,10 @@ class ExportModule(nn.Module):
             q, k, layout = deinterleave(q, rot), deinterleave(k, rot), "half"
         if self.form == "table":
             position_ids = guard_positions(position_ids, self.table_length)
-        if self.form == "table" and self.spec.num_axes == 1:  # the op looks rows up by position
-            return (table_op(q, self.cos_table, self.sin_table, position_ids, inter, rot, q.shape[1]),
-                    table_op(k, self.cos_table, self.sin_table, position_ids, inter, rot, k.shape[1]))
-        if self.form == "table":  # a Gather per stream
+            if self.spec.num_axes == 1:  # the op looks rows up by position
+                return (table_op(q, self.cos_table, self.sin_table, position_ids, inter, rot, q.shape[1]),
+                        table_op(k, self.cos_table, self.sin_table, position_ids, inter, rot, k.shape[1]))
+            # a Gather per stream
             positions = position_ids.unbind(0)
             cos = torch.cat([F.embedding(positions[a], getattr(self, f"cos_table_{a}")) for a in self.streams], -1)
             sin = torch.cat([F.embedding(positions[a], getattr(self, f"sin_table_{a}")) for a in self.streams], -1)

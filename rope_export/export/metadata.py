@@ -152,6 +152,12 @@ def _table_rows(model) -> int | None:
     return None
 
 
+def guard_nodes(model) -> list:
+    """The ``Where(inside, position_ids, length)`` nodes of a graph: a table-form graph's guard
+    (`export.graph.guard_positions`) has one."""
+    return [n for n in model.graph.node if n.op_type == "Where" and len(n.input) == 3 and n.input[1] == "position_ids"]
+
+
 def guard_bound(model) -> int | None:
     """The table length a table-form graph's guard holds positions below (the scalar its
     ``Where(inside, position_ids, length)`` sends the rest to; `export.graph.guard_positions`),
@@ -161,9 +167,8 @@ def guard_bound(model) -> int | None:
     scalars = {t.name: t for t in model.graph.initializer if not t.dims and t.data_type == 7}  # int64
     scalars.update({n.output[0]: n.attribute[0].t for n in model.graph.node
                     if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value"})
-    for node in model.graph.node:
-        if node.op_type == "Where" and len(node.input) == 3 and node.input[1] == "position_ids" \
-                and node.input[2] in scalars:
+    for node in guard_nodes(model):
+        if node.input[2] in scalars:
             try:
                 value = int(numpy_helper.to_array(scalars[node.input[2]]))
             except (TypeError, ValueError):

@@ -172,10 +172,9 @@ def fit_cases(case: Case, batch: int | None, seq: int | None) -> list[Case]:
     """`fit_case`, except that a ``past_table`` case a fixed shape would cut is split into as many
     cases as it takes to keep every one of its tokens (each is a position a runtime could read
     wrongly; a cut would drop them)."""
-    fitted = fit_case(case, batch, seq)
     tokens = case.q.shape[0] * case.q.shape[2]
     if not case.past_table or seq is None or tokens <= seq:
-        return [fitted]
+        return [fit_case(case, batch, seq)]
     pos = case.position_ids.reshape(*case.position_ids.shape[:-2], tokens)
     q, k = (t.transpose(1, 2).reshape(tokens, t.shape[1], t.shape[3]) for t in (case.q, case.k))
     pieces = range(0, tokens, seq)

@@ -272,7 +272,8 @@ def _check_case(runner, case: Case, spec: RopeSpec, dtype: str, tol: dict, expec
     if case.past_table:
         # Every token must be NaN in every head (rope_export's guard row), not merely one value:
         # a finite token is a row of some other position, used silently.
-        finite = [label for label, g in zip(("q_rot", "k_rot"), got) if g.ndim != 4 or not np.isnan(g.astype(np.float32)).any(-1).all()]
+        finite = [label for label, g in zip(("q_rot", "k_rot"), got)
+                  if g.ndim != 4 or not np.isnan(g.astype(np.float32)).any(-1).all()]
         if not finite:
             return CaseResult(runner.name, case.name, runner.ran_on, "pass", detail="NaN for every token")
         return CaseResult(runner.name, case.name, runner.ran_on, "fail",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 
 import pytest
-import torch
 
 import rope_export as rx
 from rope_export.cli import main
 from rope_export.tensorrt import INSTALL_HINT, tensorrt_unavailable
+from tests.helpers import engine_skip_reason
 
 
 REASON = tensorrt_unavailable()
@@ -38,9 +38,7 @@ def test_build_engine_cli_writes_an_engine_for_a_named_gpu(tmp_path, capsys):
     assert "is not one of" in capsys.readouterr().err and not (tmp_path / "x.plan").exists()
 
 
-@pytest.mark.skipif(REASON is not None or not torch.cuda.is_available(),
-                    reason=f"running an engine needs CUDA and TensorRT (builder: {REASON or 'present'}; "
-                           f"CUDA: {torch.cuda.is_available()})")
+@pytest.mark.skipif(engine_skip_reason() is not None, reason=str(engine_skip_reason()))
 @pytest.mark.parametrize("form", ["fused", "plugin"])
 def test_engine_runs_and_matches_torch(tmp_path, form):
     from rope_export.tensorrt.engine import Profile, build_engine

@@ -13,6 +13,7 @@ import rope_export as rx
 from rope_export.bench import unguarded_table_graph
 from rope_export.cli import main
 from rope_export.tensorrt import tensorrt_unavailable
+from tests.helpers import engine_skip_reason
 
 
 REASON = tensorrt_unavailable()
@@ -109,10 +110,6 @@ def test_openvino_names_and_devices():
     assert "has no NOSUCHDEVICE device here" in runner.unavailable
 
 
-_ENGINE_REASON = (f"running an engine needs CUDA and TensorRT (builder: {REASON or 'present'}; "
-                  f"CUDA: {torch.cuda.is_available()})")
-
-
 @pytest.mark.parametrize("preset", ["mistral-7b", "qwen2-vl-7b"])
 @pytest.mark.parametrize("runner", ["cpu", "openvino", "tensorrt-engine"])
 def test_positions_past_the_table_give_nan_on_every_runner(tmp_path, preset, runner):
@@ -124,8 +121,8 @@ def test_positions_past_the_table_give_nan_on_every_runner(tmp_path, preset, run
     if runner == "openvino":
         _needs_openvino()
     if runner == "tensorrt-engine":
-        if REASON is not None or not torch.cuda.is_available():
-            pytest.skip(_ENGINE_REASON)
+        if engine_skip_reason() is not None:
+            pytest.skip(engine_skip_reason())
         from rope_export.tensorrt.engine import Profile, build_engine
 
         build_engine(path, str(tmp_path / "t.plan"), profile=Profile((1, 1, 1), (2, 64, 256)), compute_capability="current")
